@@ -1,0 +1,1 @@
+"""Real-time age and gender analytics for video."""
