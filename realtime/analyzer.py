@@ -1,0 +1,246 @@
+"""The analyzer: frames in, typed per-face results out.
+
+    detection -> tracking -> scheduling -> crops -> model (one batch) -> smoothing
+
+It owns no I/O: the command line, the kiosk, the benchmark and the evaluation all feed
+it frames and read its results.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from . import scheduling, smoothing
+from .crops import face_crop
+from .detection import DetectorOptions, FaceDetector
+from .model import AgeGenderModel
+from .paths import DEFAULT_MODEL
+from .scheduling import Candidate, FaceQuality, ScheduleOptions
+from .smoothing import SmoothingOptions
+from .tracking import FaceTracker, Track, TrackBook, TrackerOptions
+
+STAGES = ("detect", "track", "crop", "infer")
+
+
+@dataclass(frozen=True)
+class AnalyzerOptions:
+    model_path: Path = DEFAULT_MODEL
+    device: str = "auto"
+    fps: float = 25.0  # of the source: converts the tracker's timeouts between frames and seconds
+    detector: DetectorOptions = DetectorOptions()
+    tracker: TrackerOptions = TrackerOptions()
+    schedule: ScheduleOptions = ScheduleOptions()
+    smoothing: SmoothingOptions = SmoothingOptions()
+    # frames too large for one detector pass get the full tiled scan every this many
+    # frames and only a look around known faces in between
+    scan_interval: int = 5
+    # frontalness at or above which a face counts as looking at the camera (kiosk)
+    attention_frontal: float = 0.6
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    track_id: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    confidence: float  # the detector's
+    age: int | None  # shown values: None until confident
+    age_std: float | None
+    gender: str | None
+    gender_confidence: float | None
+    inferred: bool  # the model ran on this face in this frame
+    quality: FaceQuality
+    attentive: bool
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """A person who has left: the record the events file gets."""
+
+    track_id: int
+    first_frame: int
+    last_frame: int
+    first_time: float
+    last_time: float
+    frames_seen: int
+    frames_inferred: int
+    age: float | None
+    age_std: float | None
+    gender: str | None
+    gender_confidence: float | None
+    frames_attentive: int
+    glances: int
+
+    @property
+    def duration(self) -> float:
+        return self.last_time - self.first_time
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "first_time": round(self.first_time, 3),
+            "last_time": round(self.last_time, 3),
+            "frames_seen": self.frames_seen,
+            "frames_inferred": self.frames_inferred,
+            "age": None if self.age is None else round(self.age, 1),
+            "age_std": self.age_std,
+            "gender": self.gender,
+            "gender_confidence": self.gender_confidence,
+        }
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    frame_index: int
+    time: float
+    faces: list[FaceResult]
+    finished: list[TrackSummary]  # tracks that ended at this frame
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    full_scan: bool = True
+
+
+def summarize(track: Track) -> TrackSummary:
+    shown = smoothing.display(track.estimate)
+    estimate = smoothing.age_estimate(track.estimate)
+    # the final record uses the full estimate, not the display's hysteresis-held value
+    age = None if estimate is None or shown.age is None else estimate[0]
+    return TrackSummary(
+        track_id=track.track_id,
+        first_frame=track.first_frame,
+        last_frame=track.last_frame,
+        first_time=track.first_time,
+        last_time=track.last_time,
+        frames_seen=track.frames_seen,
+        frames_inferred=track.frames_inferred,
+        age=age,
+        age_std=shown.age_std,
+        gender=shown.gender,
+        gender_confidence=shown.gender_confidence,
+        frames_attentive=track.frames_attentive,
+        glances=track.glances,
+    )
+
+
+class Analyzer:
+    def __init__(self, options: AnalyzerOptions, detector: FaceDetector, model: AgeGenderModel) -> None:
+        self.options = options
+        self.detector = detector
+        self.model = model
+        self.tracker = FaceTracker(options.tracker, options.fps)
+        self.book = TrackBook(options.tracker)
+        self._last_scan: int | None = None
+        self.frames = 0
+        self.faces_inferred = 0
+
+    @classmethod
+    def create_from_options(cls, options: AnalyzerOptions = AnalyzerOptions()) -> "Analyzer":
+        model = AgeGenderModel.create(options.model_path, options.device)
+        detector = FaceDetector.create_from_options(options.detector)
+        return cls(options, detector, model)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.model.providers
+
+    def process(self, image: np.ndarray, frame_index: int, time: float) -> FrameResult:
+        timings: dict[str, float] = {}
+        clock = _time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = _time.perf_counter()
+            timings[stage] = now - clock
+            clock = now
+
+        detections, full_scan = self._detect(image, frame_index)
+        lap("detect")
+        tracks = self.book.observe(self.tracker.update(detections), frame_index, time)
+        lap("track")
+        qualities = [scheduling.assess(image, t.box, t.keypoints, self.options.schedule) for t in tracks]
+        chosen = set(self._schedule(tracks, qualities, frame_index))
+        to_infer = [(t, q) for t, q in zip(tracks, qualities) if t.track_id in chosen]
+        size, margin = self.model.input_size, self.model.metadata.crop_margin
+        crops = [face_crop(image, t.box, t.keypoints, size, margin) for t, _ in to_infer]
+        lap("crop")
+        predictions = self.model.predict(np.asarray(crops) if crops else [])
+        lap("infer")
+        for i, (track, quality) in enumerate(to_infer):
+            track.estimate = smoothing.update(
+                track.estimate,
+                float(predictions.age[i]),
+                float(predictions.p_male[i]),
+                quality.score,
+                self.options.smoothing,
+            )
+            track.frames_inferred += 1
+            track.last_inferred_frame = frame_index
+            track.best_score = max(track.best_score, quality.score)
+        faces = [self._face_result(t, q, t.track_id in chosen) for t, q in zip(tracks, qualities)]
+        finished = [summarize(t) for t in self.book.expire(time)]
+        self.frames += 1
+        self.faces_inferred += len(to_infer)
+        return FrameResult(frame_index, time, faces, finished, timings, full_scan)
+
+    def finish(self) -> list[TrackSummary]:
+        """End every open track (the source ended or the user stopped)."""
+        return [summarize(t) for t in self.book.close_all()]
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __enter__(self) -> "Analyzer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _detect(self, image: np.ndarray, frame_index: int) -> tuple[sv.Detections, bool]:
+        if not self.detector.needs_tiling(image.shape):
+            return self.detector.detect(image), True
+        scan_due = self._last_scan is None or frame_index - self._last_scan >= self.options.scan_interval
+        if scan_due or not self.book.active:
+            self._last_scan = frame_index
+            return self.detector.detect(image), True
+        boxes = np.array([t.box for t in self.book.active.values()])
+        return self.detector.detect_regions(image, boxes), False
+
+    def _schedule(self, tracks: list[Track], qualities: list[FaceQuality], frame_index: int) -> list[int]:
+        candidates = [
+            Candidate(
+                track_id=t.track_id,
+                quality=q,
+                frames_since_inference=None if t.last_inferred_frame is None else frame_index - t.last_inferred_frame,
+                best_score=t.best_score,
+                settled=t.estimate.shown_age is not None and t.estimate.shown_gender is not None,
+            )
+            for t, q in zip(tracks, qualities)
+        ]
+        return scheduling.select(candidates, self.options.schedule)
+
+    def _face_result(self, track: Track, quality: FaceQuality, inferred: bool) -> FaceResult:
+        attentive = quality.frontal >= self.options.attention_frontal
+        if attentive:
+            track.frames_attentive += 1
+            if not track.was_attentive:
+                track.glances += 1
+        track.was_attentive = attentive
+        shown = smoothing.display(track.estimate)
+        return FaceResult(
+            track_id=track.track_id,
+            box=tuple(float(v) for v in track.box),  # type: ignore[arg-type]
+            confidence=track.confidence,
+            age=shown.age,
+            age_std=shown.age_std,
+            gender=shown.gender,
+            gender_confidence=shown.gender_confidence,
+            inferred=inferred,
+            quality=quality,
+            attentive=attentive,
+        )

@@ -1,0 +1,122 @@
+"""Persistent per-person identities: supervision's ByteTrack plus the track lifecycle.
+
+ByteTrack associates boxes frame to frame (Kalman motion, IoU matching, and a second
+pass that lets low-confidence boxes extend existing tracks through partial occlusion).
+On top of it, `TrackBook` keeps what the product needs per person: when the person
+was first and last seen, how often inferred, and the smoothed estimate; it ends a track
+after `timeout_s` without a detection, which is when its event is written.
+
+Public ids are the book's own, allocated 1, 2, 3... in order of appearance: if ByteTrack
+ever revives one of its ids after the book has closed that person, the revival becomes
+a new person instead of a second event under an old id.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import supervision as sv
+
+from .smoothing import TrackEstimate
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    timeout_s: float = 1.0  # a track ends after this long without a detection
+    activation_threshold: float = 0.5  # detections below this only extend existing tracks
+    matching_threshold: float = 0.8  # ByteTrack's IoU-distance gate
+    min_frames: int = 3  # shorter tracks are detector noise: no event is written for them
+
+
+@dataclass
+class Track:
+    track_id: int
+    first_frame: int
+    first_time: float
+    last_frame: int
+    last_time: float
+    box: np.ndarray
+    keypoints: np.ndarray | None
+    confidence: float
+    frames_seen: int = 1
+    frames_inferred: int = 0
+    last_inferred_frame: int | None = None
+    best_score: float = 0.0
+    estimate: TrackEstimate = field(default_factory=TrackEstimate)
+    # frames in which the face was turned toward the camera (kiosk attention)
+    frames_attentive: int = 0
+    glances: int = 0
+    was_attentive: bool = False
+
+
+class FaceTracker:
+    """ByteTrack tuned in seconds rather than frames."""
+
+    def __init__(self, options: TrackerOptions, fps: float) -> None:
+        self.options = options
+        fps = fps if fps and math.isfinite(fps) and fps > 0 else 30.0
+        with warnings.catch_warnings():
+            # ByteTrack is deprecated in supervision in favour of `trackers`, which pins
+            # opencv-python and so cannot share an environment with mediapipe's OpenCV
+            warnings.simplefilter("ignore", FutureWarning)
+            self._byte = sv.ByteTrack(
+                track_activation_threshold=options.activation_threshold,
+                # ByteTrack counts its buffer in frames at 30 fps and rescales by frame_rate
+                lost_track_buffer=max(1, math.ceil(options.timeout_s * 30)),
+                minimum_matching_threshold=options.matching_threshold,
+                frame_rate=max(1, round(fps)),
+            )
+
+    def update(self, detections: sv.Detections) -> sv.Detections:
+        """Detections that belong to a track, with `tracker_id` set."""
+        return self._byte.update_with_detections(detections)
+
+
+class TrackBook:
+    """The people currently in view and the moment each one leaves."""
+
+    def __init__(self, options: TrackerOptions) -> None:
+        self.options = options
+        self.active: dict[int, Track] = {}
+        self._public: dict[int, int] = {}  # ByteTrack id -> public id
+        self._next_id = 1
+
+    def observe(self, tracked: sv.Detections, frame: int, time: float) -> list[Track]:
+        """Record this frame's tracked detections; returns their tracks in the same order."""
+        tracks = []
+        keypoints = tracked.data.get("keypoints")
+        for i, byte_id in enumerate(tracked.tracker_id if tracked.tracker_id is not None else []):
+            kps = None if keypoints is None else np.asarray(keypoints[i])
+            public = self._public.get(int(byte_id))
+            track = self.active.get(public) if public is not None else None
+            if track is None:
+                public = self._next_id
+                self._next_id += 1
+                self._public[int(byte_id)] = public
+                track = Track(public, frame, time, frame, time, tracked.xyxy[i].copy(), kps, float(tracked.confidence[i]))
+                self.active[public] = track
+            else:
+                track.last_frame, track.last_time = frame, time
+                track.box, track.keypoints = tracked.xyxy[i].copy(), kps
+                track.confidence = float(tracked.confidence[i])
+                track.frames_seen += 1
+            tracks.append(track)
+        return tracks
+
+    def expire(self, time: float) -> list[Track]:
+        """Tracks unseen for longer than the timeout, removed from the book."""
+        gone = [t for t in self.active.values() if time - t.last_time > self.options.timeout_s]
+        return self._close(gone)
+
+    def close_all(self) -> list[Track]:
+        return self._close(list(self.active.values()))
+
+    def _close(self, tracks: list[Track]) -> list[Track]:
+        for track in tracks:
+            del self.active[track.track_id]
+        ids = {t.track_id for t in tracks}
+        self._public = {b: p for b, p in self._public.items() if p not in ids}
+        return [t for t in sorted(tracks, key=lambda t: t.track_id) if t.frames_seen >= self.options.min_frames]

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Live age and gender analytics on a camera, a video file, an image folder or a stream.
+
+    python run_camera.py --source 0
+    python run_camera.py --source clip.mp4 --no-display --output out.mp4 --events events.jsonl
+
+Command line only: parse options, build an analyzer, pump frames, map failures to exit
+codes (0 done, 2 bad input, 1 unexpected error, 130 interrupted before any frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# OpenCV's own logging prints multi-line C++ errors for a missing camera; the product
+# reports such failures itself, in one line
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# mediapipe and TensorFlow write C++ log lines on stderr at start-up
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from realtime.paths import DEFAULT_MODEL
+
+    p = OneLineParser(
+        prog="run_camera.py",
+        description="Find, track and estimate the apparent age and gender of every face in a video. "
+        "Estimates are statistical guesses from appearance; the tool never identifies anyone.",
+    )
+    p.add_argument("--source", default="0", help="camera index (0), video file, image folder or stream URL (rtsp://, http://)")
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"age/gender ONNX model (default: {DEFAULT_MODEL.name})")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto", help="execution provider (auto: TensorRT, CUDA, then CPU)")
+    p.add_argument("--no-display", action="store_true", help="never open a window")
+    p.add_argument("--output", type=Path, help="write the annotated video here (.mp4, .avi, .mkv, .mov)")
+    p.add_argument("--events", type=Path, help="JSON lines: one record per person, written as the person leaves")
+    p.add_argument("--frames", type=Path, help="JSON lines: one record per frame with every face shown")
+    p.add_argument("--summary", type=Path, help="JSON summary of the run, written at exit")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
+    g = p.add_argument_group("tuning")
+    g.add_argument("--detector", choices=("full", "short"), default="full", help="BlazeFace full-range (default; small and distant faces) or short-range (faces within 2 m)")
+    g.add_argument("--min-confidence", type=probability, default=0.5, help="detector score threshold (default 0.5)")
+    g.add_argument("--track-timeout", type=positive_float, default=1.0, help="seconds without a detection before a person counts as gone (default 1)")
+    g.add_argument("--refresh", type=positive_int, default=15, help="re-estimate each face at least every N frames (default 15)")
+    g.add_argument("--scan-interval", type=positive_int, default=5, help="large frames: full tiled face scan every N frames (default 5)")
+    g.add_argument("--tile-size", type=positive_int, default=960, help="tile side for scanning large frames (default 960)")
+    g.add_argument("--folder-fps", type=positive_float, default=25.0, help="frame rate assigned to an image folder (default 25)")
+    g.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    from realtime.errors import UserError
+
+    console = Console(stderr=True)
+    try:
+        return run(args, console)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("AGEGENDER_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set AGEGENDER_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, console: object) -> int:
+    from realtime.analyzer import Analyzer, AnalyzerOptions
+    from realtime.detection import DetectorOptions
+    from realtime.runner import RunOptions, people_table, run as run_frames
+    from realtime.scheduling import ScheduleOptions
+    from realtime.sinks import check_video_path, check_writable
+    from realtime.sources import open_source
+    from realtime.tracking import TrackerOptions
+
+    if args.output is not None:
+        check_video_path(args.output)
+    for path in (args.events, args.frames, args.summary):
+        if path is not None:
+            check_writable(path)
+    source = open_source(args.source, folder_fps=args.folder_fps)
+    with source:
+        options = AnalyzerOptions(
+            model_path=args.model,
+            device=args.device,
+            fps=source.info.fps,
+            detector=DetectorOptions(model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size),
+            tracker=TrackerOptions(timeout_s=args.track_timeout),
+            schedule=ScheduleOptions(refresh_frames=args.refresh),
+            scan_interval=args.scan_interval,
+        )
+        with Analyzer.create_from_options(options) as analyzer:
+            info = source.info
+            console.print(  # type: ignore[attr-defined]
+                f"source: {info.kind} {info.name} {info.width}x{info.height} @ {info.fps:g} fps | "
+                f"model: {analyzer.model.metadata.name} ({args.model.name}) | providers: {', '.join(analyzer.providers)}",
+                soft_wrap=True,
+            )
+            run_options = RunOptions(
+                output=args.output,
+                events=args.events,
+                frames=args.frames,
+                summary=args.summary,
+                display=not args.no_display,
+                max_frames=args.max_frames,
+                progress=not args.quiet,
+            )
+            report = run_frames(source, analyzer, run_options, console=console)  # type: ignore[arg-type]
+    summary = report.summary
+    if not args.quiet:
+        console.print(people_table(report.people))  # type: ignore[attr-defined]
+    state = "interrupted" if summary["interrupted"] else "done"
+    console.print(f"{state}: {summary['frames']} frames at {summary['processing_fps']} fps, {summary['tracks']} people")  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
