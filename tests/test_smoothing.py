@@ -1,0 +1,102 @@
+"""The smoothing math, alone: robust age, accumulated gender evidence, no jitter, no flip-flop."""
+
+import numpy as np
+import pytest
+
+from realtime.smoothing import (
+    SmoothingOptions,
+    TrackEstimate,
+    age_estimate,
+    display,
+    robust_spread,
+    update,
+    weighted_median,
+)
+
+
+def feed(samples, state=None, options=SmoothingOptions()):
+    state = state or TrackEstimate()
+    for age, p_male, weight in samples:
+        state = update(state, age, p_male, weight, options)
+    return state
+
+
+def test_weighted_median_follows_weights():
+    values = np.array([10.0, 20.0, 30.0])
+    assert weighted_median(values, np.ones(3)) == 20.0
+    assert weighted_median(values, np.array([1.0, 1.0, 5.0])) == 30.0
+
+
+def test_robust_spread_ignores_a_few_wild_values():
+    rng = np.random.default_rng(0)
+    values = rng.normal(30, 3, 200)
+    values[:10] = 95.0  # a few absurd estimates (a bad crop, a blink)
+    center = weighted_median(values, np.ones_like(values))
+    assert abs(center - 30) < 1.0
+    assert 2.0 < robust_spread(values, np.ones_like(values), center) < 4.0
+    assert np.std(values) > 10  # what a plain std would have said
+
+
+def test_nothing_shown_before_enough_inferences():
+    state = feed([(30, 0.99, 1.0)])
+    shown = display(state)
+    assert shown.age is None and shown.gender is None
+    shown = display(feed([(30, 0.99, 1.0)], state))
+    assert shown.age == 30 and shown.gender == "male" and shown.gender_confidence > 0.8
+
+
+def test_uncertain_gender_is_not_shown():
+    state = feed([(30, 0.55, 1.0), (31, 0.45, 1.0), (30, 0.6, 1.0), (29, 0.4, 1.0)])
+    assert display(state).gender is None
+    assert display(state).age is not None
+
+
+def test_gender_does_not_flip_on_a_few_contrary_frames():
+    state = feed([(30, 0.95, 1.0)] * 20)
+    state = feed([(30, 0.05, 1.0)] * 3, state)
+    assert display(state).gender == "male"
+
+
+def test_gender_changes_on_sustained_contrary_evidence():
+    state = feed([(30, 0.9, 1.0)] * 10)
+    state = feed([(30, 0.02, 1.0)] * 30, state)
+    assert display(state).gender == "female"
+
+
+def test_low_quality_views_count_less():
+    good = feed([(30, 0.9, 1.0)] * 4)
+    poor = feed([(30, 0.9, 0.1)] * 4)
+    assert good.log_odds > 5 * poor.log_odds
+
+
+def test_shown_age_does_not_jitter():
+    rng = np.random.default_rng(1)
+    state = TrackEstimate()
+    shown = []
+    for age in rng.normal(27, 1.5, 300):
+        state = update(state, float(age), 0.9, 1.0)
+        shown.append(display(state).age)
+    shown = [a for a in shown if a is not None]
+    changes = sum(1 for a, b in zip(shown, shown[1:]) if a != b)
+    assert changes <= 5, changes
+    assert abs(shown[-1] - 27) <= 2
+
+
+def test_shown_age_follows_a_real_change():
+    state = feed([(25, 0.9, 1.0)] * 10)
+    assert display(state).age == 25
+    state = feed([(40, 0.9, 1.0)] * 40, state)  # the history window rolls over
+    assert display(state).age == 40
+
+
+def test_history_is_bounded():
+    options = SmoothingOptions(history=16)
+    state = feed([(30, 0.9, 1.0)] * 100, options=options)
+    assert len(state.ages) == 16 and state.inferences == 100
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_extreme_probabilities_are_finite(p):
+    state = feed([(30, p, 1.0)] * 5)
+    assert np.isfinite(state.log_odds)
+    assert age_estimate(state) == (30.0, 0.0)
