@@ -1,0 +1,187 @@
+"""Evaluation metrics as pure functions of label and prediction arrays.
+
+Everything returns plain dicts of Python numbers (JSON-ready). Gender is scored as a
+binary problem with "male" as the positive class, from the probability `p_male`; age
+as a regression in years. Unknown true ages (NaN) are excluded from age metrics and
+counted. Two references say whether a score means anything: predicting the median age
+(or the majority gender) for everyone, and the model's own predictions scored against
+shuffled labels, which is what a model that learned nothing would get.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
+
+GENDER_LABELS = ("female", "male")  # negative, positive
+
+
+def _f(value: float | np.floating) -> float | None:
+    value = float(value)
+    return None if not np.isfinite(value) else value
+
+
+def gender_metrics(y_true_male: np.ndarray, p_male: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1, ROC AUC and the confusion matrix.
+
+    The confusion matrix is [[tn, fp], [fn, tp]]: rows the true class, columns the
+    predicted one, in the order of `labels` (female, male). AUC is None when only one
+    class is present.
+    """
+    y = np.asarray(y_true_male, dtype=bool).reshape(-1)
+    p = np.asarray(p_male, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"labels ({len(y)}) and probabilities ({len(p)}) differ in length")
+    n = len(y)
+    if n == 0:
+        return {"n": 0, "accuracy": None, "roc_auc": None, "per_class": {}, "confusion_matrix": {"labels": list(GENDER_LABELS), "matrix": [[0, 0], [0, 0]]}}
+    pred = p >= threshold
+    matrix = confusion_matrix(y, pred, labels=[False, True])
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=[False, True], zero_division=0)
+    per_class = {
+        name: {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+        }
+        for k, name in enumerate(GENDER_LABELS)
+    }
+    both = 0 < y.sum() < n
+    return {
+        "n": n,
+        "accuracy": float((pred == y).mean()),
+        "roc_auc": float(roc_auc_score(y, p)) if both else None,
+        "threshold": threshold,
+        "per_class": per_class,
+        "confusion_matrix": {"labels": list(GENDER_LABELS), "matrix": matrix.astype(int).tolist()},
+    }
+
+
+def gender_roc(y_true_male: np.ndarray, p_male: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(false positive rate, true positive rate) for plotting; None with one class."""
+    y = np.asarray(y_true_male, dtype=bool)
+    if not 0 < y.sum() < len(y):
+        return None
+    fpr, tpr, _ = roc_curve(y, np.asarray(p_male, dtype=np.float64))
+    return fpr, tpr
+
+
+def decade_label(decade: int) -> str:
+    return f"{decade * 10}-{decade * 10 + 9}" if decade < 10 else "100+"
+
+
+def age_decades(age: np.ndarray) -> np.ndarray:
+    """Decade index of each (known) age: 0 for 0-9, ..., 10 for 100 and over."""
+    return np.minimum(np.floor(np.asarray(age, dtype=np.float64) / 10.0), 10).astype(int)
+
+
+def _errors(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    err = pred - y
+    return {
+        "n": int(len(y)),
+        "mae": float(np.abs(err).mean()) if len(y) else None,
+        "rmse": float(np.sqrt((err**2).mean())) if len(y) else None,
+        "bias": float(err.mean()) if len(y) else None,  # mean of predicted - true
+    }
+
+
+def _known(values: np.ndarray) -> np.ndarray:
+    """Group values that mean something: not None, empty or NaN."""
+    out = np.ones(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v)):
+            out[i] = False
+    return out
+
+
+def age_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, groups: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
+    """MAE, RMSE and bias overall, per true-age decade and per value of each group.
+
+    `groups` maps a name (e.g. 'gender', 'race') to an array aligned with `y_true`;
+    None/''/NaN values are left out of that group's breakdown. Rows whose true age is
+    NaN are excluded everywhere and counted in `n_unknown`.
+    """
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    pred = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if y.shape != pred.shape:
+        raise ValueError(f"true ages ({len(y)}) and predictions ({len(pred)}) differ in length")
+    known = np.isfinite(y)
+    out = _errors(y[known], pred[known])
+    out["n_unknown"] = int((~known).sum())
+    decades = age_decades(np.where(known, y, 0.0))
+    out["by_decade"] = {
+        decade_label(d): _errors(y[known & (decades == d)], pred[known & (decades == d)])
+        for d in sorted(set(decades[known].tolist()))
+    }
+    out["by_group"] = {}
+    for name, values in (groups or {}).items():
+        values = np.asarray(values, dtype=object).reshape(-1)
+        if len(values) != len(y):
+            raise ValueError(f"group {name!r} has {len(values)} values for {len(y)} ages")
+        usable = known & _known(values)
+        out["by_group"][name] = {
+            str(v): _errors(y[usable & (values == v)], pred[usable & (values == v)])
+            for v in sorted({str(v) for v in values[usable]})
+        }
+    return out
+
+
+def baselines(
+    y_true_male: np.ndarray | None = None,
+    p_male: np.ndarray | None = None,
+    age_true: np.ndarray | None = None,
+    age_pred: np.ndarray | None = None,
+    seed: int = 0,
+    n_shuffles: int = 20,
+    median_age: float | None = None,
+) -> dict[str, Any]:
+    """What scores mean nothing: constant predictions and shuffled labels.
+
+    gender: the majority class's accuracy, and the accuracy and AUC of `p_male` against
+    randomly permuted labels (mean over `n_shuffles` permutations).
+    age: the MAE/RMSE of predicting `median_age` for everyone (default: the median of
+    the known true ages, i.e. the best constant in hindsight, a generous baseline), and
+    the MAE of `age_pred` against shuffled true ages.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    if y_true_male is not None:
+        y = np.asarray(y_true_male, dtype=bool).reshape(-1)
+        gender: dict[str, Any] = {"n": int(len(y))}
+        if len(y):
+            male_share = float(y.mean())
+            gender["majority_class"] = "male" if male_share >= 0.5 else "female"
+            gender["majority_accuracy"] = max(male_share, 1.0 - male_share)
+        if p_male is not None and len(y):
+            p = np.asarray(p_male, dtype=np.float64).reshape(-1)
+            accs, aucs = [], []
+            for _ in range(n_shuffles):
+                shuffled = rng.permutation(y)
+                accs.append(float(((p >= 0.5) == shuffled).mean()))
+                if 0 < shuffled.sum() < len(shuffled):
+                    aucs.append(float(roc_auc_score(shuffled, p)))
+            gender["shuffled_accuracy"] = float(np.mean(accs))
+            gender["shuffled_roc_auc"] = float(np.mean(aucs)) if aucs else None
+        out["gender"] = gender
+    if age_true is not None:
+        a = np.asarray(age_true, dtype=np.float64).reshape(-1)
+        known = np.isfinite(a)
+        a_known = a[known]
+        age: dict[str, Any] = {"n": int(known.sum())}
+        if len(a_known):
+            median = float(np.median(a_known)) if median_age is None else float(median_age)
+            err = a_known - median
+            age["median"] = median
+            age["median_mae"] = float(np.abs(err).mean())
+            age["median_rmse"] = float(np.sqrt((err**2).mean()))
+            if age_pred is not None:
+                pred = np.asarray(age_pred, dtype=np.float64).reshape(-1)[known]
+                maes = [float(np.abs(pred - rng.permutation(a_known)).mean()) for _ in range(n_shuffles)]
+                age["shuffled_mae"] = float(np.mean(maes))
+        out["age"] = age
+    return out
