@@ -103,3 +103,21 @@ def test_shuffled_control_destroys_a_perfect_model():
     assert abs(b["gender"]["shuffled_roc_auc"] - 0.5) < 0.05
     assert b["age"]["shuffled_mae"] > 20  # perfect predictions, shuffled: ~ mean |a - b| of uniforms
     assert baselines(y, p, ages, ages, seed=3) == b  # deterministic by seed
+
+
+def test_breakdown_by_source_and_race(capsys):
+    from training.metrics import breakdown, print_breakdown
+
+    source = np.array(["wiki", "wiki", "utkface", "utkface"])
+    male = np.array([1, 0, 1, 0], bool)
+    age = np.array([30, np.nan, 20, 40])
+    p = np.array([0.9, 0.2, 0.4, 0.1])
+    pred = np.array([32, 50, 20, 30])
+    race = np.array(["", "", "white", "black"], dtype=object)
+    report = breakdown(source, male, age, p, pred, race)
+    assert list(report) == ["all", "utkface", "wiki", "race:black", "race:white"]
+    assert report["all"]["gender"]["accuracy"] == 0.75
+    assert report["all"]["age"]["mae"] == pytest.approx(12 / 3)
+    assert report["wiki"]["age"]["n"] == 1 and report["race:white"]["gender"]["accuracy"] == 0.0
+    print_breakdown(report, "t")
+    assert "race:black" in capsys.readouterr().out

@@ -185,3 +185,60 @@ def baselines(
                 age["shuffled_mae"] = float(np.mean(maes))
         out["age"] = age
     return out
+
+
+def breakdown(
+    source: np.ndarray,
+    male: np.ndarray,
+    age: np.ndarray,
+    p_male: np.ndarray,
+    age_pred: np.ndarray,
+    race: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Gender and age metrics for all rows, each source and each race (where known).
+
+    Keys: 'all', the source names, and 'race:<race>'; each value is
+    {'gender': gender_metrics(...), 'age': age_metrics(...)} of those rows.
+    """
+    source = np.asarray(source).astype(str)
+    male = np.asarray(male, dtype=bool)
+    age = np.asarray(age, dtype=np.float64)
+    p_male = np.asarray(p_male, dtype=np.float64)
+    age_pred = np.asarray(age_pred, dtype=np.float64)
+    parts: list[tuple[str, np.ndarray]] = [("all", np.ones(len(source), bool))]
+    parts += [(str(s), source == s) for s in sorted(set(source.tolist()))]
+    if race is not None:
+        race = np.asarray(race, dtype=object)
+        known = _known(race)
+        parts += [(f"race:{r}", known & (race == r)) for r in sorted({str(r) for r in race[known]})]
+    return {
+        name: {"gender": gender_metrics(male[rows], p_male[rows]), "age": age_metrics(age[rows], age_pred[rows])}
+        for name, rows in parts
+    }
+
+
+def print_breakdown(report: dict[str, dict[str, Any]], title: str = "", stderr: bool = False) -> None:
+    """`breakdown`'s result as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    for column in ("", "faces", "gender acc", "AUC", "aged", "age MAE", "RMSE", "bias"):
+        table.add_column(column, justify="right" if column else "left")
+
+    def show(value: Any, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    for name, part in report.items():
+        g, a = part["gender"], part["age"]
+        table.add_row(
+            name,
+            str(g["n"]),
+            show(g["accuracy"], ".2%"),
+            show(g["roc_auc"], ".3f"),
+            str(a["n"]),
+            show(a["mae"], ".2f"),
+            show(a["rmse"], ".2f"),
+            show(a["bias"], "+.2f"),
+        )
+    Console(stderr=stderr).print(table)
