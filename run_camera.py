@@ -154,7 +154,8 @@ def run(args: argparse.Namespace, console: object) -> int:
         console.print(people_table(report.people))  # type: ignore[attr-defined]
     state = "interrupted" if summary["interrupted"] else "done"
     console.print(f"{state}: {summary['frames']} frames at {summary['processing_fps']} fps, {summary['tracks']} people")  # type: ignore[attr-defined]
-    return 0
+    # outputs are complete either way; the exit status tells a script the run was cut short
+    return 130 if summary["interrupted"] else 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .analyzer import Analyzer, FaceResult, FrameResult, TrackSummary
+from .errors import OutputError
 from .overlay import Overlay
 from .sinks import JsonLinesSink, VideoSink, check_writable, write_json_atomic
 from .sources import FrameSource, LiveSource
@@ -133,6 +134,7 @@ def run(
                 if events is not None:
                     events.write_all(t.to_event() for t in tracks)
 
+            failure: BaseException | None = None
             try:
                 with _progress(info, options, console, state) as tick:
                     for frame in source:
@@ -158,12 +160,20 @@ def run(
                         tick()
             except (KeyboardInterrupt, _Terminate):
                 state.interrupted = True
+            except BaseException as exc:
+                failure = exc
+                raise
             finally:
                 if in_main:
                     # a second Ctrl-C must not cut the flushing of what was already done
                     signal.signal(signal.SIGINT, signal.SIG_IGN)
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                finish(analyzer.finish())
+                try:
+                    finish(analyzer.finish())
+                except OutputError:
+                    if failure is None:
+                        raise
+                    # the run is already failing on this output: report the first error
                 if display:
                     cv2.destroyAllWindows()
         summary = build_summary(source, analyzer, state)

@@ -99,8 +99,11 @@ class JsonLinesSink:
         self.lines = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(_clean(record), separators=(",", ":")) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk, a vanished mount, a device file
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.lines += 1
 
     def write_all(self, records: Iterable[dict[str, Any]]) -> None:
@@ -109,7 +112,10 @@ class JsonLinesSink:
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the write that failed already said why
 
     def __enter__(self) -> "JsonLinesSink":
         return self

@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -67,8 +67,8 @@ class FaceGeometry:
 
 
 GEOMETRY: dict[str, FaceGeometry] = {
-    "wiki": FaceGeometry(cx=0.47, cy=0.495, side=0.51, mask_w=1.75, mask_h=2.0, mask_dy=0.12, feather=0.08),
-    "utkface": FaceGeometry(cx=0.49, cy=0.47, side=0.95, mask_w=1.5, mask_h=1.7, mask_dy=0.05, feather=0.04,
+    "wiki": FaceGeometry(cx=0.48, cy=0.495, side=0.51, mask_w=1.75, mask_h=2.0, mask_dy=0.12, feather=0.08),
+    "utkface": FaceGeometry(cx=0.49, cy=0.475, side=1.0, mask_w=1.5, mask_h=1.7, mask_dy=0.05, feather=0.04,
                             pad=0.25, pad_blur=0.1),
 }
 
@@ -106,8 +106,8 @@ class Span:
     first: int
     last: int
 
-    def __contains__(self, frame: object) -> bool:
-        return isinstance(frame, int) and self.first <= frame <= self.last
+    def __contains__(self, frame: int) -> bool:
+        return self.first <= frame <= self.last
 
 
 @dataclass(frozen=True)
@@ -605,7 +605,7 @@ def _pick_faces(rng: np.random.Generator, faces_dir: Path, n: int, sources: Sequ
         if len(picked) == n:
             break
         rec = pool[int(idx)]
-        if rec.gender != want_gender[len(picked) % 2] and len(picked) < n:
+        if rec.gender != want_gender[len(picked) % 2]:
             continue
         if usable_face(_decoded(str(faces_dir / rec.file))):
             picked.append(rec)
@@ -746,6 +746,16 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= n <= 32:
+        raise argparse.ArgumentTypeError(f"must be 0..32, got {n}")
+    return n
+
+
 def _range(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split("-"))
@@ -756,13 +766,13 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _positive(kind: type) -> callable:
-    def parse(text: str):
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not v > 0 or (isinstance(v, float) and not math.isfinite(v)):
+        if not (v > 0 and math.isfinite(v)):
             raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
         return v
     return parse
@@ -771,7 +781,7 @@ def _positive(kind: type) -> callable:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="realtime.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output .mp4; truth goes to <out>.truth.json")
-    parser.add_argument("--people", type=int, default=4, choices=range(0, 33), metavar="N", help="0..32 (default 4)")
+    parser.add_argument("--people", type=_count, default=4, metavar="N", help="0..32 people (default 4)")
     parser.add_argument("--seconds", type=_positive(float), default=10.0)
     parser.add_argument("--size", type=_size, default=(640, 480), help="WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--fps", type=_positive(float), default=25.0)

@@ -1,0 +1,82 @@
+"""The analyzer end to end on real video: identity, labels, batching, scheduling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from realtime.analyzer import Analyzer, AnalyzerOptions
+from realtime.sources import open_source
+from tests.conftest import WALKING, WEBCAM, read_frames
+
+
+def analyze(path, model_path, **options):
+    source = open_source(str(path))
+    people, frames = [], []
+    with source, Analyzer.create_from_options(AnalyzerOptions(model_path=model_path, device="cpu", fps=source.info.fps, **options)) as analyzer:
+        for frame in source:
+            result = analyzer.process(frame.image, frame.index, frame.time)
+            frames.append(result)
+            people.extend(result.finished)
+        people.extend(analyzer.finish())
+    return people, frames, analyzer
+
+
+@pytest.fixture(scope="module")
+def webcam_run(model_path):
+    return analyze(WEBCAM, model_path)
+
+
+def test_webcam_person_is_one_track_for_the_whole_clip(webcam_run):
+    people, frames, _ = webcam_run
+    assert len(people) == 1
+    person = people[0]
+    assert person.first_frame == 0 and person.last_frame == len(frames) - 1
+    assert person.frames_seen == len(frames)
+
+
+def test_webcam_person_is_a_young_adult_male(webcam_run):
+    person = webcam_run[0][0]
+    assert person.gender == "male" and person.gender_confidence >= 0.9
+    assert 18 <= person.age <= 36, person.age
+
+
+def test_scheduling_infers_a_fraction_of_frames(webcam_run):
+    people, frames, analyzer = webcam_run
+    person = people[0]
+    assert 20 <= person.frames_inferred <= len(frames) / 5
+    assert analyzer.faces_inferred == person.frames_inferred
+
+
+def test_labels_appear_early_and_never_flip(webcam_run):
+    _, frames, _ = webcam_run
+    shown = [r.faces[0] for r in frames if r.faces]
+    first_labelled = next(i for i, f in enumerate(shown) if f.gender is not None)
+    assert first_labelled < 25  # within a second at 25 fps
+    genders = {f.gender for f in shown[first_labelled:]}
+    assert genders == {"male"}
+    ages = [f.age for f in shown if f.age is not None]
+    changes = sum(1 for a, b in zip(ages, ages[1:]) if a != b)
+    assert changes <= len(ages) / 50, changes  # the shown age holds still between real changes
+
+
+def test_three_walkers_are_three_labelled_people(model_path):
+    people, frames, _ = analyze(WALKING, model_path)
+    assert len(people) == 3, [p.to_event() for p in people]
+    for person in people:
+        assert person.frames_seen >= 30
+        assert person.age is not None and 15 <= person.age <= 70
+
+
+def test_batched_inference_equals_one_by_one(model, detector):
+    frame = read_frames(WALKING)[20]
+    from realtime.crops import face_crop
+
+    found = detector.detect(frame)
+    crops = np.array([face_crop(frame, b, k, model.input_size, model.metadata.crop_margin) for b, k in zip(found.xyxy, found.data["keypoints"])])
+    assert len(crops) >= 2
+    together = model.predict(crops)
+    for i, crop in enumerate(crops):
+        alone = model.predict(crop[None])
+        assert abs(alone.age[0] - together.age[i]) < 1e-3
+        assert abs(alone.p_male[0] - together.p_male[i]) < 1e-4
