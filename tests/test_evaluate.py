@@ -1,0 +1,177 @@
+"""python -m training.evaluate on a small set of real faces, and its one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realtime.paths import DEFAULT_MODEL, ROOT
+from tests.conftest import FACES
+from training.datasets import FaceRecord
+from training.evaluate import sample_by_source
+
+# the shipped model; until it is in the repository, the same network kept in /tmp
+FALLBACK_MODEL = Path("/tmp/faceres_tmp.onnx")
+
+
+@pytest.fixture(scope="module")
+def eval_model() -> Path:
+    for path in (DEFAULT_MODEL, FALLBACK_MODEL):
+        if path.is_file():
+            return path
+    pytest.skip(f"no age/gender model at {DEFAULT_MODEL}")
+
+
+def run_evaluate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "training.evaluate", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def write_labels(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "gender", "age", "race", "source", "orig_px"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory, labels) -> Path:
+    """labels.csv with 60 real faces (absolute paths into ../shared), one impossible
+    age and one unreadable image."""
+    root = tmp_path_factory.mktemp("evalset")
+    rng = np.random.default_rng(7)
+    rows = []
+    for source in ("wiki", "utkface"):
+        pool = [r for r in labels if r["source"] == source]
+        for i in rng.choice(len(pool), 30, replace=False):
+            row = dict(pool[i])
+            row["file"] = str(FACES / row["file"])
+            rows.append(row)
+    rows[0]["age"] = "0"  # impossible: unknown, still scored for gender
+    (root / "broken.webp").write_bytes(b"RIFF0000WEBPnot really an image")
+    rows.append({"file": "broken.webp", "gender": "male", "age": "30", "race": "", "source": "wiki", "orig_px": "100"})
+    write_labels(root / "labels.csv", rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(small_set, eval_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evalout")
+    result = run_evaluate(
+        "--model", str(eval_model), "--data", str(small_set),
+        "--json", str(out / "eval.json"), "--report", str(out / "report"), "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out, json.loads((out / "eval.json").read_text()), result
+
+
+def test_json_structure(evaluated):
+    _, data, _ = evaluated
+    assert data["n_labelled"] == 61 and data["n_scored"] == 60 and data["n_unreadable"] == 1
+    assert data["unreadable"][0].endswith("broken.webp")
+    assert set(data["by_source"]) == {"wiki", "utkface"}
+    for part in [data["overall"], *data["by_source"].values()]:
+        for key in ("n", "gender_accuracy", "gender_roc_auc", "age_mae", "age_rmse", "no_face_rate", "gender", "age", "baselines"):
+            assert key in part, key
+        assert set(part["gender"]["per_class"]) == {"female", "male"}
+        assert len(part["gender"]["confusion_matrix"]["matrix"]) == 2
+        assert part["age"]["by_decade"]
+    assert data["by_source"]["wiki"]["n"] == 30 and data["by_source"]["utkface"]["n"] == 30
+    assert data["overall"]["age"]["n_unknown"] == 1 and data["overall"]["age"]["n"] == 59
+    assert data["overall"]["gender"]["n"] == 60
+    assert 0.0 <= data["no_face_rate"] <= 1.0
+    assert set(data["no_face"]["by_source"]) == {"wiki", "utkface"}
+    assert set(data["by_race"]) <= {"white", "black", "asian", "indian", "other"} and data["by_race"]
+    assert set(data["overall"]["age"]["by_group"]) == {"gender", "race"}
+
+
+def test_real_faces_beat_the_controls(evaluated):
+    _, data, _ = evaluated
+    overall = data["overall"]
+    assert overall["gender_accuracy"] > 0.8
+    assert overall["gender_accuracy"] > overall["gender_shuffled_accuracy"] + 0.25
+    assert overall["gender_roc_auc"] > 0.85
+    assert overall["age_mae"] < overall["age_median_baseline_mae"]
+    assert overall["age_mae"] < overall["age_shuffled_mae"]
+
+
+def test_report_and_plots(evaluated):
+    out, data, result = evaluated
+    report = out / "report"
+    for name in ("roc.png", "confusion.png", "age_scatter.png", "mae_by_decade.png", "report.md"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 1000, name
+    assert (report / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    text = (report / "report.md").read_text()
+    assert "wiki" in text and "utkface" in text and "no face detected" in text
+    assert "shuffled" in text and "![roc.png](roc.png)" in text
+    assert "wiki" in result.stdout  # the summary table
+
+
+def test_limit_and_validation_split(small_set, eval_model, tmp_path):
+    result = run_evaluate(
+        "--model", str(eval_model), "--data", str(small_set), "--limit", "8", "--seed", "3",
+        "--split", "val", "--split-seed", "1", "--val-fraction", "0.5", "--json", str(tmp_path / "e.json"), "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["split"]["name"] == "val" and data["split"]["val_fraction"] == 0.5
+    assert data["n_scored"] + data["n_unreadable"] == 8
+    assert data["limit"] == 8
+
+
+def test_sample_by_source_is_proportional_and_seeded():
+    records = [FaceRecord(Path(f"{s}{i}.webp"), "male", 30, None, s, None) for s, n in (("a", 300), ("b", 100)) for i in range(n)]
+    sample = sample_by_source(records, 40, seed=0)
+    assert Counter(r.source for r in sample) == {"a": 30, "b": 10}
+    assert sample == sample_by_source(records, 40, seed=0)
+    assert sample != sample_by_source(records, 40, seed=1)
+    assert sample_by_source(records, 1000, seed=0) == records
+    odd = sample_by_source(records, 3, seed=0)
+    assert len(odd) == 3
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_missing_data_dir(tmp_path, eval_model):
+    line = one_line_error(run_evaluate("--model", str(eval_model), "--data", str(tmp_path / "nope")))
+    assert "not found" in line
+
+
+def test_folder_without_labels(tmp_path, eval_model):
+    line = one_line_error(run_evaluate("--model", str(eval_model), "--data", str(tmp_path)))
+    assert "labels.csv" in line
+
+
+def test_bad_and_missing_model(small_set, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 100)
+    line = one_line_error(run_evaluate("--model", str(bad), "--data", str(small_set), "--limit", "2"))
+    assert "model" in line
+    line = one_line_error(run_evaluate("--model", str(tmp_path / "none.onnx"), "--data", str(small_set)))
+    assert "not found" in line
+
+
+def test_bad_option():
+    line = one_line_error(run_evaluate("--data", ".", "--limit", "-3"))
+    assert "positive integer" in line

@@ -1,0 +1,583 @@
+"""Score an age/gender model on labelled faces, overall and per source, race and gender.
+
+    python -m training.evaluate --data ../shared/data/faces --limit 2000 --seed 0 \\
+        --json docs/eval/eval.json --report docs/eval
+    python -m training.evaluate --model models/other.onnx --data DIR --split val --split-seed 0
+
+DIR holds labels.csv (file, gender, age[, race, source]) and the images. Every image is
+cropped exactly as the live pipeline crops (`training.facecrops.crop_for_model`); where
+the detector finds no face the whole image is the crop and the image still counts, and
+the no-face rate is reported overall and per source, since it is part of what the model
+will meet. Images that cannot be read at all are counted and listed, not scored.
+
+Gender: accuracy, precision and recall per class, ROC AUC, confusion matrix. Age: MAE,
+RMSE and bias where the age is known (labels below 1 or above 100 are unknown), per age
+decade, per gender and per race. Each comes with two references: predicting the median
+age / majority gender for everyone, and the model's predictions against shuffled labels.
+
+`--limit N` scores a random sample of N faces, allocated to the sources in proportion.
+`--split val` scores only the validation split: the heads trainer's split
+(`training.splits`) when that module is present, else `training.datasets.split_records`.
+Exit codes: 0 done, 2 bad input (one line on stderr), 1 unexpected error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+
+import numpy as np
+
+from realtime.errors import OutputError, UserError
+from training.datasets import DatasetError, FaceRecord, read_shared, split_records
+from training.metrics import age_metrics, baselines, decade_label, gender_metrics, gender_roc
+
+DEFAULT_BATCH = 32
+
+
+# --- selecting the faces ---------------------------------------------------------------
+
+
+def sample_by_source(records: Sequence[FaceRecord], limit: int, seed: int) -> list[FaceRecord]:
+    """`limit` records drawn without replacement, each source in proportion to its size
+    (largest remainder), in their original order; all of them when there are fewer."""
+    if limit >= len(records):
+        return list(records)
+    sources = sorted({r.source for r in records})
+    index = {s: [i for i, r in enumerate(records) if r.source == s] for s in sources}
+    exact = {s: limit * len(index[s]) / len(records) for s in sources}
+    take = {s: int(exact[s]) for s in sources}
+    for s in sorted(sources, key=lambda s: (-(exact[s] - take[s]), s))[: limit - sum(take.values())]:
+        take[s] += 1
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for s in sources:
+        chosen.extend(rng.choice(index[s], size=take[s], replace=False).tolist())
+    return [records[i] for i in sorted(chosen)]
+
+
+@dataclass(frozen=True)
+class SplitChoice:
+    name: str  # "all" or "val"
+    seed: int
+    val_fraction: float | None
+    function: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed, "val_fraction": self.val_fraction, "function": self.function}
+
+
+def default_val_fraction() -> float:
+    try:
+        from training.splits import DEFAULT_VAL_FRACTION
+
+        return float(DEFAULT_VAL_FRACTION)
+    except ImportError:
+        return 0.2
+
+
+def validation_records(
+    records: list[FaceRecord], data_dir: Path, seed: int, fraction: float
+) -> tuple[list[FaceRecord], str]:
+    """The validation split, by the heads trainer's function where it exists."""
+    try:
+        from training.labels import load_labels
+        from training.splits import validation_mask
+    except ImportError:
+        return split_records(records, fraction, seed).val, "training.datasets.split_records"
+    try:
+        labels = load_labels(data_dir / "labels.csv")
+        mask = validation_mask(labels, seed, fraction)
+    except (ValueError, KeyError) as exc:
+        raise DatasetError(f"cannot split {data_dir / 'labels.csv'}: {exc}") from None
+    val_paths = {labels.root / f for f, v in zip(labels.file, mask) if v}
+    return [r for r in records if r.path in val_paths], "training.splits.validation_mask"
+
+
+# --- scoring ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scored:
+    """One row per readable face, aligned with `records`."""
+
+    records: list[FaceRecord]
+    p_male: np.ndarray
+    age: np.ndarray
+    age_std: np.ndarray
+    face_found: np.ndarray
+    unreadable: list[str]
+
+    def labels(self) -> dict[str, np.ndarray]:
+        r = self.records
+        return {
+            "male": np.array([x.gender == "male" for x in r], bool),
+            "gender_known": np.array([x.gender is not None for x in r], bool),
+            "gender": np.array([x.gender or "" for x in r], dtype=object),
+            "age": np.array([np.nan if x.age is None else float(x.age) for x in r]),
+            "race": np.array([x.race or "" for x in r], dtype=object),
+            "source": np.array([x.source for x in r], dtype=object),
+        }
+
+
+def score_records(records: Sequence[FaceRecord], model: Any, detector: Any, batch_size: int, progress: bool = True) -> Scored:
+    import cv2
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from training.facecrops import crop_for_model
+
+    size, margin = model.input_size, model.metadata.crop_margin
+    kept: list[FaceRecord] = []
+    found: list[bool] = []
+    outputs: list[Any] = []
+    unreadable: list[str] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch:
+            outputs.append(model.predict(np.stack(batch)))
+            batch.clear()
+
+    columns = (
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("faces"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
+        task = bar.add_task("scoring", total=len(records))
+        for record in records:
+            image = cv2.imread(str(record.path), cv2.IMREAD_COLOR)
+            if image is None or image.size == 0:
+                unreadable.append(str(record.path))
+            else:
+                crop = crop_for_model(image, detector, size, margin)
+                batch.append(crop.crop)
+                found.append(crop.face_found)
+                kept.append(record)
+                if len(batch) >= batch_size:
+                    flush()
+            bar.advance(task)
+        flush()
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(o, name) for o in outputs]).astype(np.float64) if outputs else np.zeros(0)
+
+    return Scored(kept, cat("p_male"), cat("age"), cat("age_std"), np.array(found, bool), unreadable)
+
+
+# --- summarising -----------------------------------------------------------------------
+
+
+def section(scored: Scored, mask: np.ndarray, seed: int) -> dict[str, Any]:
+    """All metrics for the faces in `mask`, with the headline numbers at the top."""
+    lab = scored.labels()
+    g = mask & lab["gender_known"]
+    gender = gender_metrics(lab["male"][g], scored.p_male[g])
+    age = age_metrics(lab["age"][mask], scored.age[mask], {"gender": lab["gender"][mask], "race": lab["race"][mask]})
+    base = baselines(lab["male"][g], scored.p_male[g], lab["age"][mask], scored.age[mask], seed=seed)
+    n = int(mask.sum())
+    return {
+        "n": n,
+        "gender_accuracy": gender["accuracy"],
+        "gender_roc_auc": gender["roc_auc"],
+        "age_mae": age["mae"],
+        "age_rmse": age["rmse"],
+        "age_bias": age["bias"],
+        "no_face_rate": float((~scored.face_found[mask]).mean()) if n else None,
+        "gender_majority_accuracy": base["gender"].get("majority_accuracy"),
+        "gender_shuffled_accuracy": base["gender"].get("shuffled_accuracy"),
+        "age_median_baseline_mae": base["age"].get("median_mae"),
+        "age_shuffled_mae": base["age"].get("shuffled_mae"),
+        "gender": gender,
+        "age": age,
+        "baselines": base,
+    }
+
+
+def summarise(scored: Scored, seed: int) -> dict[str, Any]:
+    lab = scored.labels()
+    everyone = np.ones(len(scored.records), bool)
+    out: dict[str, Any] = {"overall": section(scored, everyone, seed)}
+    out["by_source"] = {str(s): section(scored, lab["source"] == s, seed) for s in sorted(set(lab["source"]))}
+    races = sorted({r for r in lab["race"] if r})
+    out["by_race"] = {str(r): section(scored, lab["race"] == r, seed) for r in races}
+    out["by_gender"] = {str(g): section(scored, lab["gender"] == g, seed) for g in sorted({g for g in lab["gender"] if g})}
+    out["by_face_found"] = {
+        "face_found": section(scored, scored.face_found, seed),
+        "no_face": section(scored, ~scored.face_found, seed),
+    }
+    no_face = lambda m: {"n": int(m.sum()), "no_face": int((~scored.face_found[m]).sum()), "rate": float((~scored.face_found[m]).mean()) if m.any() else None}  # noqa: E731
+    out["no_face"] = {
+        "overall": no_face(everyone),
+        "by_source": {str(s): no_face(lab["source"] == s) for s in sorted(set(lab["source"]))},
+    }
+    out["no_face_rate"] = out["no_face"]["overall"]["rate"]
+    return out
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lab = scored.labels()
+    sources = sorted(result["by_source"])
+    colours = {s: c for s, c in zip(sources, plt.rcParams["axes.prop_cycle"].by_key()["color"])}
+    written = []
+
+    # ROC
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, mask in [("all", np.ones(len(lab["male"]), bool))] + [(s, lab["source"] == s) for s in sources]:
+        m = mask & lab["gender_known"]
+        curve = gender_roc(lab["male"][m], scored.p_male[m])
+        if curve is None:
+            continue
+        auc = result["overall"] if name == "all" else result["by_source"][name]
+        ax.plot(*curve, label=f"{name} (AUC {fmt(auc['gender_roc_auc'])}, n={int(m.sum())})", color="black" if name == "all" else colours[name], lw=2 if name == "all" else 1.2)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
+    ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male called male)", title="Gender ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=110)
+    plt.close(fig)
+    written.append("roc.png")
+
+    # confusion matrices
+    panels = [("all", result["overall"])] + [(s, result["by_source"][s]) for s in sources]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False)
+    for ax, (name, sec) in zip(axes[0], panels):
+        cm = np.array(sec["gender"]["confusion_matrix"]["matrix"], dtype=float)
+        rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, f"{int(cm[i, j])}\n{100 * rows[i, j]:.1f}%", ha="center", va="center", color="white" if rows[i, j] > 0.5 else "black", fontsize=9)
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["female", "male"], yticklabels=["female", "male"], xlabel="predicted", ylabel="true", title=f"{name} (acc {pct(sec['gender_accuracy'])})")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=110)
+    plt.close(fig)
+    written.append("confusion.png")
+
+    # predicted vs true age
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    known = np.isfinite(lab["age"])
+    for s in sources:
+        m = known & (lab["source"] == s)
+        ax.scatter(lab["age"][m], scored.age[m], s=5, alpha=0.35, color=colours[s], label=f"{s} (MAE {fmt(result['by_source'][s]['age_mae'], 1)})", edgecolors="none")
+    top = max(100.0, float(np.nanmax(scored.age)) if len(scored.age) else 100.0)
+    ax.plot([0, top], [0, top], color="black", lw=1, ls="--")
+    ax.set(xlabel="labelled age", ylabel="predicted age", title="Predicted vs labelled age", xlim=(0, 101), ylim=(0, top + 1))
+    ax.legend(loc="upper left", fontsize=8, markerscale=3)
+    fig.tight_layout()
+    fig.savefig(out / "age_scatter.png", dpi=110)
+    plt.close(fig)
+    written.append("age_scatter.png")
+
+    # MAE per decade
+    decades = [decade_label(d) for d in range(11)]
+    present = [d for d in decades if any(d in result["by_source"][s]["age"]["by_decade"] for s in sources)]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(sources), 1)
+    x = np.arange(len(present))
+    for k, s in enumerate(sources):
+        by = result["by_source"][s]["age"]["by_decade"]
+        vals = [by[d]["mae"] if d in by and by[d]["n"] else np.nan for d in present]
+        ns = [by[d]["n"] if d in by else 0 for d in present]
+        bars = ax.bar(x + (k - (len(sources) - 1) / 2) * width, vals, width, label=s, color=colours[s])
+        for b, n in zip(bars, ns):
+            if n:
+                ax.text(b.get_x() + b.get_width() / 2, b.get_height(), str(n), ha="center", va="bottom", fontsize=6)
+    ax.axhline(result["overall"]["age_mae"] or 0, color="black", lw=1, ls="--", label=f"overall MAE {fmt(result['overall']['age_mae'], 1)}")
+    ax.set(xticks=x, xticklabels=present, xlabel="labelled age", ylabel="MAE (years)", title="Age MAE per decade (bar labels: faces)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "mae_by_decade.png", dpi=110)
+    plt.close(fig)
+    written.append("mae_by_decade.png")
+
+    # per race
+    if result["by_race"]:
+        races = list(result["by_race"])
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
+        a1.bar(races, [result["by_race"][r]["gender_accuracy"] or 0 for r in races], color="tab:blue")
+        a1.set(ylim=(0.5, 1.0), ylabel="gender accuracy", title="Gender accuracy per race")
+        a2.bar(races, [result["by_race"][r]["age_mae"] or 0 for r in races], color="tab:orange")
+        a2.set(ylabel="age MAE (years)", title="Age MAE per race")
+        for a in (a1, a2):
+            a.tick_params(axis="x", labelsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "by_race.png", dpi=110)
+        plt.close(fig)
+        written.append("by_race.png")
+    return written
+
+
+def headline_row(name: str, sec: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {sec['n']} | {pct(sec['gender_accuracy'])} | {fmt(sec['gender_roc_auc'])} "
+        f"| {pct(sec['gender_majority_accuracy'])} | {pct(sec['gender_shuffled_accuracy'])} "
+        f"| {fmt(sec['age_mae'], 2)} | {fmt(sec['age_rmse'], 2)} | {fmt(sec['age_bias'], 2)} "
+        f"| {fmt(sec['age_median_baseline_mae'], 2)} | {fmt(sec['age_shuffled_mae'], 2)} | {pct(sec['no_face_rate'])} |"
+    )
+
+
+HEADLINE_HEADER = (
+    "| | faces | gender acc | AUC | majority | shuffled | age MAE | RMSE | bias | median MAE | shuffled MAE | no face |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
+    model, split = result["model"], result["split"]
+    lines = [
+        f"# Evaluation: {model['name']} {model['version']}",
+        "",
+        f"- model: `{model['file']}` (input {model['input_size']} px, crop margin {model['crop_margin']})",
+        f"- data: `{result['data']}`, {result['n_labelled']} labelled faces"
+        + (f", validation split ({split['function']}, seed {split['seed']}, fraction {split['val_fraction']})" if split["name"] == "val" else "")
+        + (f", sample of {result['limit']} (seed {result['seed']}, stratified by source)" if result["limit"] else ""),
+        f"- scored: {result['n_scored']} faces; unreadable images: {result['n_unreadable']}",
+        f"- no face detected (whole image used as the crop): {pct(result['no_face_rate'])} overall, "
+        + ", ".join(f"{s} {pct(v['rate'])} ({v['no_face']}/{v['n']})" for s, v in result["no_face"]["by_source"].items()),
+        f"- {result['seconds']:.0f} s on {', '.join(model['providers'])}",
+        "",
+        "References: *majority* is always guessing the commoner gender; *shuffled* scores the model's own "
+        "predictions against randomly permuted labels (a model that learned nothing); *median MAE* predicts "
+        "the median labelled age of that group for everyone (chosen in hindsight, so generous). "
+        "Age metrics leave out unknown ages (labels below 1 or above 100 count as unknown); bias is predicted minus labelled.",
+        "",
+        "## Headline",
+        "",
+        HEADLINE_HEADER,
+        headline_row("**all**", result["overall"]),
+    ]
+    lines += [headline_row(s, v) for s, v in result["by_source"].items()]
+    if result["by_race"]:
+        lines += ["", "## By race (UTKFace labels)", "", HEADLINE_HEADER]
+        lines += [headline_row(r, v) for r, v in result["by_race"].items()]
+    lines += [
+        "",
+        "## By labelled gender",
+        "",
+        "| | faces | gender recall | age MAE | RMSE | bias | median MAE | no face |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {g} | {v['n']} | {pct(v['gender_accuracy'])} | {fmt(v['age_mae'], 2)} | {fmt(v['age_rmse'], 2)} "
+        f"| {fmt(v['age_bias'], 2)} | {fmt(v['age_median_baseline_mae'], 2)} | {pct(v['no_face_rate'])} |"
+        for g, v in result["by_gender"].items()
+    ]
+    lines += ["", "## Face found vs whole image", "", HEADLINE_HEADER]
+    lines += [headline_row(k.replace("_", " "), v) for k, v in result["by_face_found"].items() if v["n"]]
+
+    lines += ["", "## Gender: precision and recall", "", "| | class | precision | recall | F1 | faces |", "|---|---|---:|---:|---:|---:|"]
+    for name, sec in [("all", result["overall"])] + list(result["by_source"].items()):
+        for cls, m in sec["gender"]["per_class"].items():
+            lines.append(f"| {name} | {cls} | {pct(m['precision'])} | {pct(m['recall'])} | {pct(m['f1'])} | {m['support']} |")
+    lines += ["", "Confusion matrices (rows true, columns predicted; female, male):", ""]
+    for name, sec in [("all", result["overall"])] + list(result["by_source"].items()):
+        (tn, fp), (fn, tp) = sec["gender"]["confusion_matrix"]["matrix"]
+        lines.append(f"- {name}: female→female {tn}, female→male {fp}, male→female {fn}, male→male {tp}")
+
+    sources = list(result["by_source"])
+    decades = [decade_label(d) for d in range(11)]
+    lines += ["", "## Age MAE per decade", "", "| decade | " + " | ".join(f"{s} MAE (faces)" for s in ["all"] + sources) + " |", "|---|" + "---:|" * (len(sources) + 1)]
+    for d in decades:
+        cells = []
+        for sec in [result["overall"]] + [result["by_source"][s] for s in sources]:
+            m = sec["age"]["by_decade"].get(d)
+            cells.append(f"{fmt(m['mae'], 1)} ({m['n']})" if m and m["n"] else "–")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    if result["n_unreadable"]:
+        lines += ["", "## Unreadable images", ""] + [f"- `{p}`" for p in result["unreadable"][:20]]
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from realtime.paths import DEFAULT_MODEL
+
+    p = OneLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"ONNX model with metadata (default {DEFAULT_MODEL})")
+    p.add_argument("--data", type=Path, required=True, help="folder with labels.csv and the images")
+    p.add_argument("--json", type=Path, default=None, help="write all metrics here")
+    p.add_argument("--report", type=Path, default=None, help="folder for report.md and the PNG plots")
+    p.add_argument("--limit", type=positive_int, default=None, help="score a sample of N faces, stratified by source")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample and the shuffled controls")
+    p.add_argument("--split", choices=("all", "val"), default="all", help="'val': only the held-out validation split")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split")
+    p.add_argument("--val-fraction", type=fraction, default=None, help="validation fraction (default: the heads trainer's)")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH)
+    p.add_argument("--device", default="cpu", help="onnxruntime device: auto, cpu, cuda, tensorrt (default cpu)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def check_output_path(path: Path, is_dir: bool) -> None:
+    target = path if is_dir else path.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {target}: {exc.strerror or exc}") from None
+    if not os.access(target, os.W_OK):
+        raise OutputError(f"cannot write to {target}")
+    if path.exists() and path.is_dir() != is_dir:
+        raise OutputError(f"{path} exists and is {'not ' if is_dir else ''}a folder")
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from realtime.detection import DetectorOptions, FaceDetector
+    from realtime.model import AgeGenderModel
+
+    started = time.perf_counter()
+    if args.json is not None:
+        check_output_path(args.json, is_dir=False)
+    if args.report is not None:
+        check_output_path(args.report, is_dir=True)
+    dataset = read_shared(args.data)
+    if not dataset.records:
+        raise DatasetError(f"{args.data / 'labels.csv'} lists no images")
+    records = dataset.records
+    if args.split == "val":
+        val_fraction = args.val_fraction or default_val_fraction()
+        records, function = validation_records(records, args.data, args.split_seed, val_fraction)
+        split = SplitChoice("val", args.split_seed, val_fraction, function)
+    else:
+        split = SplitChoice("all", args.split_seed, None, None)
+    if args.limit:
+        records = sample_by_source(records, args.limit, args.seed)
+    if not records:
+        raise DatasetError("no faces left to score after the split")
+    model = AgeGenderModel.create(args.model, args.device)
+    with FaceDetector.create_from_options(DetectorOptions()) as detector:
+        scored = score_records(records, model, detector, args.batch_size, progress=not args.no_progress)
+    if not scored.records:
+        raise DatasetError(f"none of the {len(records)} images could be read (first: {scored.unreadable[0]})")
+    meta = model.metadata
+    result: dict[str, Any] = {
+        "model": {
+            "file": str(args.model),
+            "name": meta.name,
+            "version": meta.version,
+            "input_size": meta.input_size,
+            "crop_margin": meta.crop_margin,
+            "providers": model.providers,
+        },
+        "data": str(args.data),
+        "n_labelled": len(dataset.records),
+        "split": split.as_dict(),
+        "limit": args.limit,
+        "seed": args.seed,
+        "n_scored": len(scored.records),
+        "n_unreadable": len(scored.unreadable),
+        "unreadable": scored.unreadable[:100],
+    }
+    result.update(summarise(scored, args.seed))
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if args.report is not None:
+        plots = write_plots(scored, result, args.report)
+        write_markdown(result, plots, args.report)
+    if args.json is not None:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        tmp.replace(args.json)
+    return result
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']['name']} on {result['n_scored']} faces")
+    for col in ("", "faces", "gender acc", "shuffled", "AUC", "age MAE", "median MAE", "no face"):
+        table.add_column(col, justify="right" if col else "left")
+    rows = [("all", result["overall"])] + list(result["by_source"].items()) + list(result["by_race"].items())
+    for name, s in rows:
+        table.add_row(
+            name, str(s["n"]), pct(s["gender_accuracy"]), pct(s["gender_shuffled_accuracy"]), fmt(s["gender_roc_auc"]),
+            fmt(s["age_mae"], 2), fmt(s["age_median_baseline_mae"], 2), pct(s["no_face_rate"]),
+        )
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = evaluate(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("AGEGENDER_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set AGEGENDER_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
