@@ -175,3 +175,27 @@ def test_bad_and_missing_model(small_set, tmp_path):
 def test_bad_option():
     line = one_line_error(run_evaluate("--data", ".", "--limit", "-3"))
     assert "positive integer" in line
+
+
+def test_validation_split_uses_the_trainers_split_when_present(small_set, monkeypatch):
+    from training.datasets import read_shared, split_records
+    from training.evaluate import validation_records
+
+    records = read_shared(small_set).records
+    val, function = validation_records(records, small_set, seed=0, fraction=0.5)
+    assert val and len(val) < len(records) and set(val) <= set(records)
+    try:
+        from training.labels import load_labels
+        from training.splits import validation_mask
+    except ImportError:
+        assert function == "training.datasets.split_records"
+    else:
+        assert function == "training.splits.validation_mask"
+        labels = load_labels(small_set / "labels.csv")
+        mask = validation_mask(labels, 0, 0.5)
+        assert {r.path for r in val} == {labels.root / f for f, v in zip(labels.file, mask) if v}
+    # without the trainer's module, the datasets split
+    monkeypatch.setitem(sys.modules, "training.splits", None)
+    val, function = validation_records(records, small_set, seed=0, fraction=0.5)
+    assert function == "training.datasets.split_records"
+    assert val == split_records(records, 0.5, 0).val
