@@ -56,6 +56,9 @@ class FaceResult:
     inferred: bool  # the model ran on this face in this frame
     quality: FaceQuality
     attentive: bool
+    # the detector's six points in frame pixels (see detection.py), for head-pose
+    # consumers such as the kiosk's attention estimate
+    keypoints: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -243,4 +246,5 @@ class Analyzer:
             inferred=inferred,
             quality=quality,
             attentive=attentive,
+            keypoints=None if track.keypoints is None else tuple((float(x), float(y)) for x, y in track.keypoints),
         )
