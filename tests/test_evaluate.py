@@ -75,6 +75,7 @@ def evaluated(small_set, eval_model, tmp_path_factory):
     result = run_evaluate(
         "--model", str(eval_model), "--data", str(small_set),
         "--json", str(out / "eval.json"), "--report", str(out / "report"), "--no-progress",
+        "--predictions", str(out / "preds.csv"),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return out, json.loads((out / "eval.json").read_text()), result
@@ -98,6 +99,17 @@ def test_json_structure(evaluated):
     assert set(data["no_face"]["by_source"]) == {"wiki", "utkface"}
     assert set(data["by_race"]) <= {"white", "black", "asian", "indian", "other"} and data["by_race"]
     assert set(data["overall"]["age"]["by_group"]) == {"gender", "race"}
+    assert sum(d["n"] for d in data["overall"]["gender_by_decade"].values()) == 59
+
+
+def test_predictions_csv(evaluated):
+    out, data, _ = evaluated
+    with open(out / "preds.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == data["n_scored"]
+    assert {"file", "p_male", "age_pred", "face_found"} <= set(rows[0])
+    accuracy = np.mean([(float(r["p_male"]) >= 0.5) == (r["gender"] == "male") for r in rows])
+    assert accuracy == pytest.approx(data["overall"]["gender_accuracy"])
 
 
 def test_real_faces_beat_the_controls(evaluated):
