@@ -42,12 +42,16 @@ class RunOptions:
     display: bool = False
     max_frames: int | None = None
     progress: bool = True
+    # False for unattended runs of days (the kiosk): people are counted and passed to
+    # the events sink but not kept for the summary, so memory stays flat
+    keep_people: bool = True
 
 
 @dataclass
 class RunState:
     frames: int = 0
     people: list[TrackSummary] = field(default_factory=list)
+    people_count: int = 0
     interrupted: bool = False
     window_closed: bool = False
     started: float = field(default_factory=time.perf_counter)
@@ -130,7 +134,9 @@ def run(
                 console.print("[yellow]no display found: running without a window[/]")
 
             def finish(tracks: list[TrackSummary]) -> None:
-                state.people.extend(tracks)
+                state.people_count += len(tracks)
+                if options.keep_people:
+                    state.people.extend(tracks)
                 if events is not None:
                     events.write_all(t.to_event() for t in tracks)
 
@@ -209,7 +215,7 @@ def build_summary(source: FrameSource, analyzer: Analyzer, state: RunState) -> d
         "duration": round(duration, 3),
         "processing_seconds": round(elapsed, 3),
         "processing_fps": round(state.frames / elapsed, 2) if elapsed > 0 else None,
-        "tracks": len(state.people),
+        "tracks": state.people_count,
         "faces_inferred": analyzer.faces_inferred,
         "execution_providers": analyzer.providers,
         "model": {"file": str(analyzer.model.path), "name": meta.name, "version": meta.version},
@@ -263,7 +269,7 @@ class _progress:
 
     def _status(self) -> str:
         s = self.state
-        return f"{self.info.name}: {s.frames} frames, {self._fps():.1f} fps, {s.faces_now} faces now, {len(s.people)} people done"
+        return f"{self.info.name}: {s.frames} frames, {self._fps():.1f} fps, {s.faces_now} faces now, {s.people_count} people done"
 
     def _tick_live(self) -> None:
         now = time.perf_counter()
