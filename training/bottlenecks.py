@@ -336,6 +336,19 @@ def merge(
     }
 
 
+def merge_partial(labels_path: Path, out: Path, head_features: bool = True) -> dict:
+    """Merge whatever the shards of `out` hold so far (the extraction may still run)."""
+    directory = parts_dir(out)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    done = load_shards(directory)
+    if not done:
+        raise SystemExit(f"no shards in {directory} yet")
+    labels = load_labels(labels_path)
+    summary = merge(done, done["files"], labels.file, out, manifest, manifest["flip"], head_features)
+    print(json.dumps(summary, indent=2), flush=True)
+    return summary
+
+
 def load_features(path: str | Path, key: str = "features") -> tuple[np.ndarray, np.ndarray, dict]:
     """(files, features, spec) from an npz written here (spec is {} if absent)."""
     with np.load(path, allow_pickle=False) as data:
@@ -359,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the processing order")
+    parser.add_argument("--merge-only", action="store_true", help="write <out> from the shards done so far, extract nothing (for a look at a run in progress)")
     args = parser.parse_args(argv)
+    if args.merge_only:
+        merge_partial(args.labels, args.out, args.head_features)
+        return 0
     extract(
         args.backbone,
         args.labels,
