@@ -32,8 +32,10 @@ from typing import Literal
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FACES_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
+from .paths import ROOT as REPO_ROOT
+from .paths import SHARED_DATA
+
+DEFAULT_FACES_DIR = SHARED_DATA / "faces"
 TRUTH_VERSION = 1
 
 Point = tuple[float, float]
