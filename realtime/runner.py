@@ -13,10 +13,10 @@ import signal
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 from rich.console import Console
@@ -97,8 +97,35 @@ class _Terminate(Exception):
     pass
 
 
-def _raise_terminate(signum: int, _frame: object) -> None:
-    raise _Terminate()
+class _StopBetweenFrames:
+    """Ctrl-C and SIGTERM handler that never cuts a frame in half.
+
+    A signal landing inside `analyzer.process` would leave the tracks updated for a
+    frame that no output records, so the events would end one frame after the last
+    frame written. While a frame is in progress the signal is held and raised as soon
+    as the frame is fully recorded; between frames (waiting for a live source, say) it
+    stops the run at once.
+    """
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.pending = False
+
+    def handle(self, signum: int, _frame: object) -> None:
+        if self.busy:
+            self.pending = True
+            return
+        raise _Terminate()
+
+    @contextmanager
+    def frame(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.pending:
+            raise _Terminate()
 
 
 @dataclass(frozen=True)
@@ -122,7 +149,10 @@ def run(
     state = RunState()
     info = source.info
     in_main = threading.current_thread() is threading.main_thread()
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminate) if in_main else None
+    stopper = _StopBetweenFrames()
+    previous_term = signal.signal(signal.SIGTERM, stopper.handle) if in_main else None
+    if in_main:
+        signal.signal(signal.SIGINT, stopper.handle)
     try:
         with ExitStack() as stack:
             video = stack.enter_context(VideoSink(options.output, info.fps, (info.width, info.height))) if options.output else None
@@ -146,24 +176,25 @@ def run(
                     for frame in source:
                         if options.max_frames is not None and state.frames >= options.max_frames:
                             break
-                        result = analyzer.process(frame.image, frame.index, frame.time)
-                        state.frames += 1
-                        state.last_time = frame.time
-                        state.faces_now = len(result.faces)
-                        finish(result.finished)
-                        if frames is not None:
-                            frames.write(frame_record(result))
-                        if video is not None or display:
-                            fps = state.frames / max(time.perf_counter() - state.started, 1e-9)
-                            annotated = overlay.annotate(frame.image, result.faces, f"{fps:.1f} fps  {len(result.faces)} faces")
-                            if video is not None:
-                                video.write(annotated)
-                            if display and not _show(annotated, console):
-                                state.window_closed = True
-                                break
-                        if on_result is not None:
-                            on_result(result)
-                        tick()
+                        with stopper.frame():
+                            result = analyzer.process(frame.image, frame.index, frame.time)
+                            state.frames += 1
+                            state.last_time = frame.time
+                            state.faces_now = len(result.faces)
+                            finish(result.finished)
+                            if frames is not None:
+                                frames.write(frame_record(result))
+                            if video is not None or display:
+                                fps = state.frames / max(time.perf_counter() - state.started, 1e-9)
+                                annotated = overlay.annotate(frame.image, result.faces, f"{fps:.1f} fps  {len(result.faces)} faces")
+                                if video is not None:
+                                    video.write(annotated)
+                                if display and not _show(annotated, console):
+                                    state.window_closed = True
+                                    break
+                            if on_result is not None:
+                                on_result(result)
+                            tick()
             except (KeyboardInterrupt, _Terminate):
                 state.interrupted = True
             except BaseException as exc:
