@@ -1,0 +1,139 @@
+"""The benchmark CLI on real clips: the report's keys and sane values, never timing targets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from realtime.bench import tracking_quality
+from realtime.paths import ROOT
+from tests.conftest import WALKING, WEBCAM
+
+QUICK_THROUGHPUT = ["--batches", "1,4", "--throughput-seconds", "0.05"]
+FAST = ["--max-frames", "8", *QUICK_THROUGHPUT]
+
+
+def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "realtime.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+@pytest.fixture(scope="module")
+def walking_report(tmp_path_factory, model_path):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = run_bench("--source", str(WALKING), "--model", str(model_path), "--device", "cpu", "--json", str(out), *FAST)
+    return proc, out
+
+
+def test_bench_runs_and_prints_the_tables(walking_report):
+    proc, _ = walking_report
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for title in ("decode only", "pipeline / naive", "per-frame latency", "model throughput"):
+        assert title in proc.stdout
+
+
+def test_bench_json_has_the_top_level_numbers(walking_report):
+    _, out = walking_report
+    report = json.loads(out.read_text())
+    for key in ("decode_fps", "pipeline_fps", "naive_fps", "peak_rss_mb"):
+        assert positive(report[key]), (key, report[key])
+    assert report["source"]["frames_measured"] == 8
+    assert report["pipeline"]["frames"] == report["naive"]["frames"] == 8
+    for key in ("pipeline_vs_naive", "pipeline_vs_decode", "batch32_vs_batch1"):
+        assert key in report["ratios"]
+
+
+def test_bench_json_has_stage_latencies(walking_report):
+    _, out = walking_report
+    report = json.loads(out.read_text())
+    for stage in ("decode", "detect", "track", "crop", "infer", "render"):
+        stats = report["stages"][stage]
+        assert stats["n"] == 8
+        assert 0 <= stats["p50_ms"] <= stats["p99_ms"]
+    assert report["stages"]["detect"]["p50_ms"] > 0
+    assert report["naive_stages"]["infer"]["p50_ms"] > 0  # the walkers are found in every frame
+
+
+def test_bench_json_has_model_throughput_per_provider(walking_report):
+    _, out = walking_report
+    report = json.loads(out.read_text())
+    cpu = [r for r in report["model_throughput"] if r.get("provider") == "CPUExecutionProvider" and "faces_per_s" in r]
+    assert sorted(r["batch"] for r in cpu if r["model"] == report["settings"]["model"]) == [1, 4]
+    assert all(positive(r["faces_per_s"]) and r["runs"] >= 3 for r in cpu)
+
+
+def test_bench_json_describes_the_machine(walking_report):
+    _, out = walking_report
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_model"] and positive(report["machine"]["logical_cores"])
+    assert report["versions"]["onnxruntime"] and report["versions"]["mediapipe"]
+    assert report["settings"]["providers"] == ["CPUExecutionProvider"]
+    assert report["tracking"] is None  # the shared clip has no ground truth
+
+
+def test_bench_reports_tracking_on_a_clip_with_ground_truth(tmp_path, model_path):
+    video = tmp_path / "two.mp4"
+    made = subprocess.run(
+        [sys.executable, "-m", "realtime.synthetic", "--out", str(video), "--people", "2", "--seconds", "1.2", "--size", "320x240", "--seed", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "bench.json"
+    proc = run_bench("--source", str(video), "--model", str(model_path), "--device", "cpu", "--json", str(out), "--no-naive", *QUICK_THROUGHPUT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["naive"] is None and report["naive_fps"] is None
+    tracking = report["tracking"]
+    assert {"true_people", "tracks", "id_switches", "recall", "precision"} <= tracking.keys()
+    assert tracking["true_people"] == 2 and tracking["tracks"] >= 1
+    assert tracking["id_switches"] >= 0 and 0 < tracking["recall"] <= 1
+
+
+BAD = [
+    (["--source", "no/such/video.mp4"], "source not found"),
+    (["--source", "pyproject.toml"], "not a readable video"),
+    (["--source", str(WEBCAM), "--max-frames", "0"], "positive integer"),
+    (["--source", str(WEBCAM), "--batches", "1,x"], "comma-separated"),
+    (["--source", str(WEBCAM), "--device", "gpu9"], "invalid choice"),
+    (["--source", str(WEBCAM), "--model", "no/such/model.onnx"], "model file not found"),
+    (["--source", str(WEBCAM), "--json", "/no/such/dir/b.json"], "output folder does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
+def test_bad_input_is_one_line(args, message, model_path):
+    if "--model" not in args:
+        args = [*args, "--model", str(model_path)]
+    proc = run_bench(*args, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_identity_switches_are_counted_against_the_truth():
+    box_a, box_b = [0, 0, 10, 10], [50, 50, 60, 60]
+    truth = {"frames": [
+        [{"id": 0, "box": box_a}, {"id": 1, "box": box_b}],
+        [{"id": 0, "box": box_a}, {"id": 1, "box": box_b}],
+        [{"id": 0, "box": box_a}, {"id": 1, "box": box_b}],
+    ]}
+    shown = {
+        0: [(1, tuple(box_a)), (2, tuple(box_b))],
+        1: [(1, tuple(box_a))],  # person 1 missed
+        2: [(3, tuple(box_a)), (2, tuple(box_b)), (9, (200.0, 200.0, 210.0, 210.0))],  # person 0 under a new id, one false face
+    }
+    quality = tracking_quality(truth, shown)
+    assert quality["true_people"] == 2 and quality["tracks"] == 4
+    assert quality["id_switches"] == 1
+    assert quality["recall"] == pytest.approx(5 / 6, abs=1e-3)
+    assert quality["precision"] == pytest.approx(5 / 6, abs=1e-3)
+    assert quality["tracks_per_person"] == 1.5
