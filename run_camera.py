@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tile-size", type=positive_int, default=640, help="tile side for scanning large frames (default 640)")
     g.add_argument("--folder-fps", type=positive_float, default=25.0, help="frame rate assigned to an image folder (default 25)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
+    from realtime.kiosk.session import add_arguments as add_kiosk_arguments
+
+    add_kiosk_arguments(p)
     return p
 
 
@@ -108,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, console: object) -> int:
+    if args.kiosk:
+        from realtime.kiosk.session import run_from_args as run_kiosk
+
+        return run_kiosk(args, console)
     from realtime.analyzer import Analyzer, AnalyzerOptions
     from realtime.detection import DetectorOptions
     from realtime.runner import RunOptions, people_table, run as run_frames

@@ -1,0 +1,272 @@
+"""Audience reports over a period: totals, brackets by gender, dwell and attention
+distributions, the hourly profile, as JSON, CSV or a self-contained HTML page.
+
+    python -m realtime.kiosk report --data-dir DIR --from 2024-05-01 --to 2024-05-31 --format html --out may.html
+
+Everything comes from the per-minute aggregates, which outlive the visit rows, so a
+report over a period older than the retention still has its figures. Times given
+without a zone are the kiosk's local time; a bare date as --to means the end of that day.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from ..errors import UserError
+from .store import StoreReader
+from .visits import ATTENTION_EDGES, DWELL_EDGES, GENDERS, Totals, bin_labels
+
+DEFINITIONS = {
+    "visit": "a person in view for at least the minimum dwell; visits = OTS (opportunities to see)",
+    "dwell_time": "first to last frame the person was seen",
+    "glance": "an unbroken span facing the screen (head yaw and pitch within limits) of at least the minimum glance",
+    "attention_time": "total duration of a visit's glances",
+    "viewer": "a visit with at least one glance",
+    "attention_rate": "viewers / visits",
+    "average_attention_s": "total attention time / viewers",
+    "average_dwell_s": "total dwell time / visits",
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    start: float
+    end: float
+    generated_at: float
+    totals: Totals
+    brackets: dict[str, dict[str, int]]
+    dwell: list[int]  # visits per DWELL_EDGES bin
+    attention: list[int]  # viewers per ATTENTION_EDGES bin
+    hourly: list[dict[str, Any]]
+    daily: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    gaps: list[dict[str, Any]]
+
+
+def parse_time(text: str, *, end: bool = False) -> float:
+    """ISO date or date-time to epoch seconds; no zone means local time.
+
+    A bare date is its midnight, or the next midnight for the end of a range, so that
+    --from 2024-05-01 --to 2024-05-01 is that whole day.
+    """
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            if end:
+                day += timedelta(days=1)
+            return datetime(day.year, day.month, day.day).timestamp()
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"not an ISO date or time: {text!r} (e.g. 2024-05-01 or 2024-05-01T09:30)") from None
+    return moment.timestamp()  # naive: local time
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+def resolve_range(reader: StoreReader, start: str | None, end: str | None, now: float | None = None) -> tuple[float, float]:
+    now = time.time() if now is None else now
+    t0 = parse_time(start) if start else (reader.first_minute() or now)
+    t1 = parse_time(end, end=True) if end else now
+    if t1 <= t0:
+        raise UserError(f"the report period is empty: --to ({iso(t1)}) is not after --from ({iso(t0)})")
+    return t0, t1
+
+
+def build_report(reader: StoreReader, start: float, end: float) -> Report:
+    return Report(
+        start=start,
+        end=end,
+        generated_at=time.time(),
+        totals=reader.totals(start, end),
+        brackets=reader.brackets(start, end),
+        dwell=reader.histogram("dwell", start, end),
+        attention=reader.histogram("attention", start, end),
+        hourly=reader.hourly_profile(start, end),
+        daily=reader.daily(start, end),
+        runs=reader.runs(start, end),
+        gaps=reader.gaps(start, end),
+    )
+
+
+def to_dict(report: Report) -> dict[str, Any]:
+    brackets = {b: {**{g: n.get(g, 0) for g in GENDERS}, "total": sum(n.values())} for b, n in report.brackets.items()}
+    camera_gaps = [g for g in report.gaps if g["kind"] == "camera"]
+    return {
+        "from": iso(report.start),
+        "to": iso(report.end),
+        "generated_at": iso(report.generated_at),
+        **report.totals.as_dict(),
+        "brackets": brackets,
+        "dwell_distribution": [{"bin": label, "visits": n} for label, n in zip(bin_labels(DWELL_EDGES), report.dwell)],
+        "attention_distribution": [{"bin": label, "viewers": n} for label, n in zip(bin_labels(ATTENTION_EDGES), report.attention)],
+        "hourly": report.hourly,
+        "daily": report.daily,
+        "coverage": {
+            "runs": len(report.runs),
+            "crashed_runs": sum(r["stop_reason"] == "crashed" for r in report.runs),
+            "camera_gaps": len(camera_gaps),
+            "camera_gap_s": round(sum(g["end"] - g["start"] for g in camera_gaps), 1),
+        },
+        "definitions": DEFINITIONS,
+    }
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(to_dict(report), indent=2) + "\n"
+
+
+def to_csv(report: Report) -> str:
+    """One tidy table: section, key, group, value (spreadsheets pivot it as they like)."""
+    d = to_dict(report)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["section", "key", "group", "value"])
+    w.writerow(["period", "from", "", d["from"]])
+    w.writerow(["period", "to", "", d["to"]])
+    for key in ("visits", "viewers", "glances", "attention_rate", "average_dwell_s", "average_attention_s", "total_dwell_s", "total_attention_s"):
+        w.writerow(["totals", key, "", "" if d[key] is None else d[key]])
+    for bracket, counts in d["brackets"].items():
+        for gender in (*GENDERS, "total"):
+            w.writerow(["brackets", bracket, gender, counts[gender]])
+    for row in d["dwell_distribution"]:
+        w.writerow(["dwell_distribution", row["bin"], "visits", row["visits"]])
+    for row in d["attention_distribution"]:
+        w.writerow(["attention_distribution", row["bin"], "viewers", row["viewers"]])
+    for row in d["hourly"]:
+        for key in ("visits", "viewers", "attention_rate", "average_dwell_s", "average_attention_s"):
+            w.writerow(["hourly", f"{row['hour']:02d}", key, "" if row[key] is None else row[key]])
+    for row in d["daily"]:
+        for key in ("visits", "viewers"):
+            w.writerow(["daily", row["date"], key, row[key]])
+    for key, value in d["coverage"].items():
+        w.writerow(["coverage", key, "", value])
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------------ html
+
+_COLOURS = {"female": "#d9668f", "male": "#4a7fc1", "unknown": "#a0a0a0"}
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(report: Report) -> dict[str, str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("the html report needs matplotlib: pip install matplotlib") from None
+    plots = {}
+    labels = list(report.brackets) or ["(none)"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    bottom = [0] * len(labels)
+    for g in GENDERS:
+        values = [report.brackets.get(b, {}).get(g, 0) for b in labels]
+        ax.bar(labels, values, bottom=bottom, label=g, color=_COLOURS[g])
+        bottom = [a + b for a, b in zip(bottom, values)]
+    ax.set_title("Visits by age bracket and gender")
+    ax.set_ylabel("visits")
+    ax.legend()
+    plots["brackets"] = _png(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    hours = [h["hour"] for h in report.hourly]
+    ax.bar(hours, [h["visits"] for h in report.hourly], color="#4a7fc1", label="visits")
+    ax.bar(hours, [h["viewers"] for h in report.hourly], color="#f0a030", width=0.5, label="viewers")
+    ax.set_xticks(range(0, 24, 2))
+    ax.set_xlabel("hour of day")
+    ax.set_title("Hourly profile")
+    ax.legend()
+    plots["hourly"] = _png(fig)
+    plt.close(fig)
+
+    for key, counts, edges, what in (("dwell", report.dwell, DWELL_EDGES, "visits"), ("attention", report.attention, ATTENTION_EDGES, "viewers")):
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.bar(bin_labels(edges), counts, color="#5a9e6f")
+        ax.set_title(f"{key.capitalize()} time distribution")
+        ax.set_ylabel(what)
+        ax.tick_params(axis="x", labelrotation=30)
+        plots[key] = _png(fig)
+        plt.close(fig)
+    return plots
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return "" if v is None else html.escape(str(v))
+
+    head = "".join(f"<th>{cell(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_html(report: Report) -> str:
+    d = to_dict(report)
+    plots = _plots(report)
+    rate = d["attention_rate"]
+    totals = _table(["figure", "value"], [
+        ["visits (OTS)", d["visits"]],
+        ["viewers", d["viewers"]],
+        ["attention rate", "-" if rate is None else f"{rate:.1%}"],
+        ["average dwell (s)", d["average_dwell_s"]],
+        ["average attention per viewer (s)", d["average_attention_s"]],
+        ["glances", d["glances"]],
+    ])
+    brackets = _table(["bracket", *GENDERS, "total"], [[b, *(c[g] for g in GENDERS), c["total"]] for b, c in d["brackets"].items()])
+    hourly = _table(["hour", "visits", "viewers", "attention rate", "avg dwell (s)", "avg attention (s)"], [
+        [f"{h['hour']:02d}:00", h["visits"], h["viewers"], h["attention_rate"], h["average_dwell_s"], h["average_attention_s"]]
+        for h in d["hourly"] if h["visits"]
+    ])
+    cov = d["coverage"]
+    definitions = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in DEFINITIONS.items())
+
+    def img(key: str, alt: str) -> str:
+        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{plots[key]}">'
+
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Audience report {html.escape(d['from'])} to {html.escape(d['to'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 60em; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+img {{ max-width: 100%; display: block; margin: 0.5em 0 1.5em; }}
+.note {{ color: #666; font-size: 0.9em; }}
+</style></head><body>
+<h1>Audience report</h1>
+<p>{html.escape(d['from'])} to {html.escape(d['to'])} (generated {html.escape(d['generated_at'])})</p>
+<h2>Totals</h2>{totals}
+<h2>Age brackets by gender</h2>{brackets}{img('brackets', 'visits by age bracket and gender')}
+<h2>Hourly profile</h2>{img('hourly', 'hourly profile')}{hourly}
+<h2>Dwell and attention</h2>{img('dwell', 'dwell time distribution')}{img('attention', 'attention time distribution')}
+<h2>Coverage</h2>
+<p>{cov['runs']} run(s), {cov['crashed_runs']} ended by a crash; {cov['camera_gaps']} camera gap(s), {cov['camera_gap_s']} s in all.</p>
+<h2>Definitions</h2><ul>{definitions}</ul>
+<p class="note">Ages and genders are statistical estimates from appearance. The kiosk stores no images and recognises no one.</p>
+</body></html>
+"""
+
+
+FORMATS = {"json": to_json, "csv": to_csv, "html": to_html}
+
+
+def render(report: Report, fmt: str) -> str:
+    return FORMATS[fmt](report)

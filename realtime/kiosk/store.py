@@ -1,0 +1,615 @@
+"""The kiosk's store: one SQLite file in the data directory.
+
+Privacy: the store holds only anonymous statistics. No image, crop, face embedding or
+any other biometric template is ever written, and nothing identifies a person: a
+visit is a start and end time, a dwell and attention time, a glance count, an
+estimated age and gender with its confidence, and the tracker's per-run counter
+(which restarts with every run and is not linked to any identity). A person who
+returns is a new visit.
+
+Tables:
+
+* visits: one row per visit (see visits.py for the definitions); dropped after the
+  retention period.
+* minute_stats, minute_hist: per-minute aggregates by age bracket and gender, and
+  per-minute dwell and attention histograms; kept for good, so reports over old
+  periods still work after their visit rows are gone.
+* runs: every start and stop of the kiosk, with a heartbeat, so a run that was killed
+  shows as "crashed" at the next start; gaps: periods the camera was gone.
+* live: one row, what the camera sees now, for the dashboard.
+
+Durability: WAL journal with synchronous=NORMAL. Visits are committed in the frame they
+end in, the heartbeat and live row at least every second, so a kill -9 (or a power cut,
+up to the last checkpointed WAL frames) loses at most the last second. Every write is
+one transaction: a failure (full disk, vanished mount) rolls it back and leaves the
+store as it was before, then stops the kiosk with a one-line error. A lock file keeps a
+second kiosk process off the same data directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..errors import OutputError, UserError
+from .visits import ATTENTION_EDGES, DWELL_EDGES, UNKNOWN, AgeBrackets, Totals, Visit, bin_index, bracket_order
+
+SCHEMA_VERSION = 1
+STORE_NAME = "kiosk.sqlite3"
+LOCK_NAME = "kiosk.lock"
+# the live row is stale (camera gone or kiosk stopped) after this long
+LIVE_FRESH_S = 5.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    stopped_at REAL,
+    stop_reason TEXT,
+    source TEXT,
+    pid INTEGER,
+    frames INTEGER NOT NULL DEFAULT 0,
+    visits INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    kind TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS visits (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    track_id INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    dwell_s REAL NOT NULL,
+    attention_s REAL NOT NULL,
+    glances INTEGER NOT NULL,
+    age REAL,
+    age_std REAL,
+    bracket TEXT NOT NULL,
+    gender TEXT NOT NULL,
+    gender_confidence REAL,
+    UNIQUE (run_id, track_id)
+);
+CREATE INDEX IF NOT EXISTS visits_start ON visits (start);
+CREATE TABLE IF NOT EXISTS minute_stats (
+    minute INTEGER NOT NULL,
+    bracket TEXT NOT NULL,
+    gender TEXT NOT NULL,
+    visits INTEGER NOT NULL,
+    viewers INTEGER NOT NULL,
+    glances INTEGER NOT NULL,
+    dwell_s REAL NOT NULL,
+    attention_s REAL NOT NULL,
+    PRIMARY KEY (minute, bracket, gender)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS minute_hist (
+    minute INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    bin INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (minute, metric, bin)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    run_id INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    faces INTEGER NOT NULL,
+    people INTEGER NOT NULL
+);
+"""
+
+HISTOGRAMS = {"dwell": DWELL_EDGES, "attention": ATTENTION_EDGES}
+
+
+class StoreError(OutputError):
+    """The store cannot be opened or written: stop, saying why in one line."""
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    retention_days: float | None = 90.0  # None: keep visit rows for good
+    heartbeat_s: float = 0.5  # commits at least this often, so a kill loses under a second
+    retention_every_s: float = 3600.0
+    # cap on the file size (SQLite's max_page_count): writes beyond it fail as a full
+    # disk does, which is how the tests exercise that path
+    max_bytes: int | None = None
+
+
+def store_file(data_dir: Path) -> Path:
+    return Path(data_dir) / STORE_NAME
+
+
+def minute_of(t: float) -> int:
+    return int(math.floor(t / 60.0)) * 60
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "disk is full" in low or getattr(exc, "errno", None) == 28:
+        return "the disk is full"
+    if "readonly" in low or "read-only" in low:
+        return "the store is read-only"
+    if "not a database" in low or "malformed" in low:
+        return "the file is not a usable SQLite database"
+    if "unable to open" in low:
+        return "the file cannot be opened (is the folder writable?)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return text
+
+
+def _connect(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+    # autocommit mode: transactions are begun and ended explicitly below
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return conn
+
+
+class KioskStore:
+    """The writer: one per data directory and process, used from one thread."""
+
+    def __init__(self, data_dir: Path, conn: sqlite3.Connection, lock: Any, run_id: int, options: StoreOptions) -> None:
+        self.data_dir = data_dir
+        self.path = store_file(data_dir)
+        self.options = options
+        self.run_id = run_id
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = lock
+        self._last_commit = time.monotonic()
+        self._last_retention = time.monotonic()
+        self.frames = 0
+        self.visits_written = 0
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | Path,
+        options: StoreOptions = StoreOptions(),
+        source: str = "",
+        now: float | None = None,
+        brackets: AgeBrackets = AgeBrackets(),
+    ) -> "KioskStore":
+        """Open or create the store, mark runs that died as crashed, and begin a run."""
+        data_dir = Path(data_dir)
+        now = time.time() if now is None else now
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use data dir {data_dir}: {_reason(exc)}") from None
+        if not os.access(data_dir, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot use data dir {data_dir}: it is not writable")
+        lock = _acquire_lock(data_dir)
+        conn = None
+        try:
+            path = store_file(data_dir)
+            conn = _connect(path)
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot use the kiosk store {path}: the file system does not support SQLite's WAL journal")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if options.max_bytes is not None:
+                page = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA max_page_count = {max(1, options.max_bytes // page)}")
+            _check_or_create_schema(conn, path, now)
+            conn.execute("BEGIN IMMEDIATE")
+            # a run with no stop was killed: it ended at its last heartbeat
+            conn.execute("UPDATE runs SET stopped_at = heartbeat_at, stop_reason = 'crashed' WHERE stopped_at IS NULL")
+            cur = conn.execute(
+                "INSERT INTO runs (started_at, heartbeat_at, source, pid) VALUES (?, ?, ?, ?)", (now, now, source, os.getpid())
+            )
+            run_id = int(cur.lastrowid)
+            # readers show every configured bracket, empty ones included
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('age_brackets', ?)", (",".join(map(str, brackets.edges)),)
+            )
+            conn.execute("COMMIT")
+        except StoreError:
+            _close_quietly(conn)
+            lock.close()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            _close_quietly(conn)
+            lock.close()
+            raise StoreError(f"cannot use the kiosk store {store_file(data_dir)}: {_reason(exc)}") from None
+        store = cls(data_dir, conn, lock, run_id, options)
+        store.apply_retention(now)
+        return store
+
+    # ------------------------------------------------------------------ writing
+
+    def _transaction(self, work: Any) -> Any:
+        """Run work(conn) in one transaction; any failure leaves the store as it was."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"the kiosk store {self.path} is closed")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot write the kiosk store {self.path}: {_reason(exc)}") from None
+        self._last_commit = time.monotonic()
+        return result
+
+    def add_visits(self, visits: Iterable[Visit], now: float | None = None) -> int:
+        """Write visits and their aggregates; idempotent per (run, track). Returns rows added."""
+        batch = list(visits)
+        if not batch:
+            return 0
+        now = time.time() if now is None else now
+
+        def work(conn: sqlite3.Connection) -> int:
+            added = 0
+            for v in batch:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO visits (run_id, track_id, start, end, dwell_s, attention_s, glances, age, age_std,"
+                    " bracket, gender, gender_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.run_id, v.track_id, v.start, v.end, v.dwell_s, v.attention_s, v.glances, v.age, v.age_std,
+                     v.bracket, v.gender, v.gender_confidence),
+                )
+                if cur.rowcount != 1:
+                    continue  # already written by an earlier, interrupted flush
+                added += 1
+                _add_aggregates(conn, v)
+            conn.execute(
+                "UPDATE runs SET visits = visits + ?, heartbeat_at = ?, frames = ? WHERE id = ?", (added, now, self.frames, self.run_id)
+            )
+            return added
+
+        added = self._transaction(work)
+        self.visits_written += added
+        return added
+
+    def add_gap(self, start: float, end: float, kind: str = "camera") -> None:
+        self._transaction(lambda conn: conn.execute(
+            "INSERT INTO gaps (run_id, start, end, kind) VALUES (?, ?, ?, ?)", (self.run_id, start, end, kind)
+        ))
+
+    def tick(self, faces: int, people: int, now: float | None = None, force: bool = False) -> bool:
+        """Heartbeat and live row, committed when a second has passed; True if written."""
+        mono = time.monotonic()
+        if not force and mono - self._last_commit < self.options.heartbeat_s:
+            return False
+        now = time.time() if now is None else now
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE runs SET heartbeat_at = ?, frames = ? WHERE id = ?", (now, self.frames, self.run_id))
+            conn.execute(
+                "INSERT OR REPLACE INTO live (id, run_id, updated_at, faces, people) VALUES (1, ?, ?, ?, ?)",
+                (self.run_id, now, faces, people),
+            )
+
+        self._transaction(work)
+        if mono - self._last_retention >= self.options.retention_every_s:
+            self.apply_retention(now)
+        return True
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Drop visit rows older than the retention period; aggregates stay."""
+        self._last_retention = time.monotonic()
+        days = self.options.retention_days
+        if days is None:
+            return 0
+        cutoff = (time.time() if now is None else now) - days * 86400.0
+        return self._transaction(lambda conn: conn.execute("DELETE FROM visits WHERE end < ?", (cutoff,)).rowcount)
+
+    def close(self, reason: str = "stopped", now: float | None = None) -> None:
+        """Record the stop and close; a store that can no longer be written is just closed."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        now = time.time() if now is None else now
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE runs SET stopped_at = ?, heartbeat_at = ?, stop_reason = ?, frames = ? WHERE id = ?",
+                (now, now, reason, self.frames, self.run_id),
+            )
+            conn.execute("UPDATE live SET faces = 0, people = 0, updated_at = ? WHERE run_id = ?", (now, self.run_id))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError):
+            # the error that stopped the run was already reported; the next start marks
+            # this run as crashed at its last heartbeat
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+        finally:
+            _close_quietly(conn)
+            self._lock.close()
+
+    def __enter__(self) -> "KioskStore":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.close("error" if exc_type is not None else "stopped")
+
+
+def _add_aggregates(conn: sqlite3.Connection, v: Visit) -> None:
+    minute = minute_of(v.start)
+    conn.execute(
+        "INSERT INTO minute_stats (minute, bracket, gender, visits, viewers, glances, dwell_s, attention_s)"
+        " VALUES (?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (minute, bracket, gender) DO UPDATE SET"
+        " visits = visits + 1, viewers = viewers + excluded.viewers, glances = glances + excluded.glances,"
+        " dwell_s = dwell_s + excluded.dwell_s, attention_s = attention_s + excluded.attention_s",
+        (minute, v.bracket, v.gender, int(v.viewer), v.glances, v.dwell_s, v.attention_s),
+    )
+    bins = [("dwell", bin_index(v.dwell_s, DWELL_EDGES))]
+    if v.viewer:
+        bins.append(("attention", bin_index(v.attention_s, ATTENTION_EDGES)))
+    for metric, b in bins:
+        conn.execute(
+            "INSERT INTO minute_hist (minute, metric, bin, count) VALUES (?, ?, ?, 1)"
+            " ON CONFLICT (minute, metric, bin) DO UPDATE SET count = count + 1",
+            (minute, metric, b),
+        )
+
+
+def _check_or_create_schema(conn: sqlite3.Connection, path: Path, now: float) -> None:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "meta" not in tables:
+        raise StoreError(f"cannot use {path}: it is a SQLite database but not a kiosk store")
+    if "meta" in tables:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"cannot use {path}: it was written by a newer version (schema {version} > {SCHEMA_VERSION})")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(now),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _acquire_lock(data_dir: Path) -> Any:
+    path = data_dir / LOCK_NAME
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise StoreError(f"cannot use data dir {data_dir}: {_reason(exc)}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreError(f"data dir {data_dir} is in use by another kiosk process (pid {owner})") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+    except OSError as exc:
+        handle.close()
+        raise StoreError(f"cannot use data dir {data_dir}: {_reason(exc)}") from None
+    return handle
+
+
+def _close_quietly(conn: sqlite3.Connection | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
+
+
+# ---------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Live:
+    faces: int
+    people: int
+    updated_at: float | None
+    fresh: bool  # the kiosk is running and saw the camera within LIVE_FRESH_S
+    running: bool
+
+
+class StoreReader:
+    """Read-only queries for the dashboard and reports; one short connection per call.
+
+    Times are seconds since the epoch; ranges are [start, end). Aggregates are per
+    minute, so a range is effectively rounded to whole minutes of visit starts.
+    """
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = store_file(self.data_dir)
+        if not self.path.is_file():
+            raise UserError(f"no kiosk store in {self.data_dir} (expected {self.path})")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            conn.row_factory = sqlite3.Row
+            return conn
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the kiosk store {self.path}: {_reason(exc)}") from None
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        conn = self._connect()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the kiosk store {self.path}: {_reason(exc)}") from None
+        finally:
+            conn.close()
+
+    def totals(self, start: float, end: float) -> Totals:
+        r = self._rows(
+            "SELECT COALESCE(SUM(visits), 0), COALESCE(SUM(viewers), 0), COALESCE(SUM(glances), 0),"
+            " COALESCE(SUM(dwell_s), 0), COALESCE(SUM(attention_s), 0) FROM minute_stats WHERE minute >= ? AND minute < ?",
+            (minute_of(start), _minute_end(end)),
+        )[0]
+        return Totals(int(r[0]), int(r[1]), int(r[2]), float(r[3]), float(r[4]))
+
+    def brackets(self, start: float, end: float) -> dict[str, dict[str, int]]:
+        """Visits by age bracket and gender: {bracket: {"female": n, "male": n, "unknown": n}}."""
+        rows = self._rows(
+            "SELECT bracket, gender, SUM(visits) FROM minute_stats WHERE minute >= ? AND minute < ? GROUP BY bracket, gender",
+            (minute_of(start), _minute_end(end)),
+        )
+        out: dict[str, dict[str, int]] = {label: {"female": 0, "male": 0, UNKNOWN: 0} for label in self.configured_brackets().labels}
+        for bracket, gender, n in rows:
+            out.setdefault(bracket, {"female": 0, "male": 0, UNKNOWN: 0})[gender] = int(n)
+        return dict(sorted(out.items(), key=lambda kv: bracket_order(kv[0])))
+
+    def timeline(self, start: float, end: float, bucket_s: int) -> list[dict[str, Any]]:
+        """Visits, viewers and attention per bucket from start (every bucket, zeros included)."""
+        first = minute_of(start)
+        rows = self._rows(
+            "SELECT (minute - ?) / ? AS b, SUM(visits), SUM(viewers), SUM(attention_s), SUM(dwell_s) FROM minute_stats"
+            " WHERE minute >= ? AND minute < ? GROUP BY b",
+            (first, bucket_s, first, _minute_end(end)),
+        )
+        by_bucket = {int(r[0]): r for r in rows}
+        n = max(0, math.ceil((end - first) / bucket_s))
+        out = []
+        for i in range(n):
+            r = by_bucket.get(i)
+            visits, viewers = (int(r[1]), int(r[2])) if r else (0, 0)
+            out.append({
+                "start": first + i * bucket_s,
+                "visits": visits,
+                "viewers": viewers,
+                "attention_s": round(float(r[3]), 3) if r else 0.0,
+                "dwell_s": round(float(r[4]), 3) if r else 0.0,
+                "attention_rate": round(viewers / visits, 4) if visits else None,
+            })
+        return out
+
+    def hourly_profile(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Visits and viewers by local hour of day (0-23), summed over the range."""
+        rows = self._rows(
+            "SELECT CAST(strftime('%H', minute, 'unixepoch', 'localtime') AS INTEGER) AS h, SUM(visits), SUM(viewers),"
+            " SUM(dwell_s), SUM(attention_s) FROM minute_stats WHERE minute >= ? AND minute < ? GROUP BY h",
+            (minute_of(start), _minute_end(end)),
+        )
+        by_hour = {int(r[0]): r for r in rows}
+        out = []
+        for h in range(24):
+            r = by_hour.get(h)
+            visits, viewers = (int(r[1]), int(r[2])) if r else (0, 0)
+            out.append({
+                "hour": h,
+                "visits": visits,
+                "viewers": viewers,
+                "attention_rate": round(viewers / visits, 4) if visits else None,
+                "average_dwell_s": round(float(r[3]) / visits, 3) if visits else None,
+                "average_attention_s": round(float(r[4]) / viewers, 3) if viewers else None,
+            })
+        return out
+
+    def daily(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Visits and viewers per local calendar day with any data."""
+        rows = self._rows(
+            "SELECT strftime('%Y-%m-%d', minute, 'unixepoch', 'localtime') AS d, SUM(visits), SUM(viewers)"
+            " FROM minute_stats WHERE minute >= ? AND minute < ? GROUP BY d ORDER BY d",
+            (minute_of(start), _minute_end(end)),
+        )
+        return [{"date": r[0], "visits": int(r[1]), "viewers": int(r[2])} for r in rows]
+
+    def histogram(self, metric: str, start: float, end: float) -> list[int]:
+        edges = HISTOGRAMS[metric]
+        counts = [0] * (len(edges) + 1)
+        for b, n in self._rows(
+            "SELECT bin, SUM(count) FROM minute_hist WHERE metric = ? AND minute >= ? AND minute < ? GROUP BY bin",
+            (metric, minute_of(start), _minute_end(end)),
+        ):
+            if 0 <= int(b) < len(counts):
+                counts[int(b)] = int(n)
+        return counts
+
+    def visits(self, start: float, end: float) -> list[dict[str, Any]]:
+        """Visit rows that started in the range (only those still within retention)."""
+        return [dict(r) for r in self._rows(
+            "SELECT run_id, track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender,"
+            " gender_confidence FROM visits WHERE start >= ? AND start < ? ORDER BY start, id",
+            (start, end),
+        )]
+
+    def iter_visits(self, start: float, end: float, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Like visits(), without holding the whole range in memory (CSV export)."""
+        conn = self._connect()
+        try:
+            cur = conn.execute(
+                "SELECT run_id, track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender,"
+                " gender_confidence FROM visits WHERE start >= ? AND start < ? ORDER BY start, id",
+                (start, end),
+            )
+            while rows := cur.fetchmany(batch):
+                for r in rows:
+                    yield dict(r)
+        finally:
+            conn.close()
+
+    def runs(self, start: float, end: float) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rows(
+            "SELECT id, started_at, heartbeat_at, stopped_at, stop_reason, source, frames, visits FROM runs"
+            " WHERE started_at < ? AND COALESCE(stopped_at, heartbeat_at) >= ? ORDER BY id",
+            (end, start),
+        )]
+
+    def gaps(self, start: float, end: float) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rows(
+            "SELECT run_id, start, end, kind FROM gaps WHERE start < ? AND end >= ? ORDER BY start", (end, start)
+        )]
+
+    def live(self, now: float | None = None) -> Live:
+        now = time.time() if now is None else now
+        rows = self._rows(
+            "SELECT l.faces, l.people, l.updated_at, r.stopped_at FROM live l JOIN runs r ON r.id = l.run_id WHERE l.id = 1"
+        )
+        if not rows:
+            return Live(0, 0, None, False, False)
+        faces, people, updated, stopped = rows[0]
+        running = stopped is None
+        fresh = running and now - float(updated) <= LIVE_FRESH_S
+        return Live(int(faces) if fresh else 0, int(people) if fresh else 0, float(updated), fresh, running)
+
+    def configured_brackets(self) -> AgeBrackets:
+        rows = self._rows("SELECT value FROM meta WHERE key = 'age_brackets'")
+        try:
+            return AgeBrackets.parse(rows[0][0]) if rows else AgeBrackets()
+        except ValueError:
+            return AgeBrackets()
+
+    def first_minute(self) -> float | None:
+        r = self._rows("SELECT MIN(minute) FROM minute_stats")[0][0]
+        return None if r is None else float(r)
+
+
+def _minute_end(end: float) -> int:
+    """The first minute not in [.., end): a partial last minute counts in."""
+    return int(math.ceil(end / 60.0)) * 60
