@@ -95,10 +95,18 @@ class Dataset:
 
 
 def load_dataset(features: Path, labels_path: Path, key: str = "features") -> Dataset:
+    """The feature rows that labels.csv labels (a labels file may name a subset of the
+    files, e.g. one split; rows it does not name are left out and counted in spec)."""
     files, X, spec = load_features(features, key)
     if key == "features_noflip":
         spec = {**spec, "flip": False, "features": spec.get("features", "").replace(" (flip mean)", "")}
     labels = load_labels(labels_path)
+    labelled = np.isin(files, labels.file)
+    if not labelled.any():
+        raise SystemExit(f"no file of {features} is labelled in {labels_path}")
+    if not labelled.all():
+        spec = {**spec, "unlabelled_rows_left_out": int((~labelled).sum())}
+        files, X = files[labelled], X[labelled]
     return Dataset(files, X, labels.align(files), spec)
 
 

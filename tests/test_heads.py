@@ -1,0 +1,189 @@
+"""training.bottlenecks, training.splits and training.heads on real faces.
+
+480 labelled faces (240 per source) go through the real detector, crop and backbone
+(tests/heads_data.py); heads are fitted on the train split and scored on the held-out
+split. They must beat predicting the median age / the majority gender, and heads
+fitted on shuffled labels (the same faces) must not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.heads_data import backbone_path, feature_set, fitted_heads, run_module
+from training.bottlenecks import load_features
+from training.heads import FitConfig, Heads, fit, fold_ids, score
+from training.labels import load_labels
+from training.splits import split_for_files, strata, validation_mask
+
+pytestmark = pytest.mark.skipif(backbone_path() is None, reason="no backbone model (models/faceres.onnx)")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return feature_set()
+
+
+def val_truth(data):
+    files, _, _ = load_features(data.features)
+    labels = load_labels(data.labels).align(files)
+    val = split_for_files(files, load_labels(data.labels))
+    return labels.subset(np.flatnonzero(val)), labels.subset(np.flatnonzero(~val))
+
+
+def baselines(train, val) -> dict[str, float]:
+    """Constant predictions fitted on the train split, scored on validation."""
+    median_age = float(np.nanmedian(train.age))
+    majority_male = train.male.mean() >= 0.5
+    known = ~np.isnan(val.age)
+    return {
+        "median_mae": float(np.abs(val.age[known] - median_age).mean()),
+        "majority_acc": float((val.male == majority_male).mean()),
+    }
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_bottlenecks_output(data):
+    with np.load(data.features) as npz:
+        files, features, noflip = npz["files"], npz["features"], npz["features_noflip"]
+        face_found, spec = npz["face_found"], json.loads(str(npz["spec"]))
+        names = npz["feature_names"]
+    assert len(files) == len(features) == len(face_found) == 480
+    assert features.shape[1] == 1026 and features.dtype == np.float32
+    assert list(names[-2:]) == ["gender_logit", "age_mean"]
+    assert np.isfinite(features).all()
+    # the live detector finds almost every dataset face
+    assert face_found.mean() > 0.95
+    assert spec["flip"] is True and spec["crop_margin"] == pytest.approx(0.2)
+    assert spec["backbone_sha256"] and spec["feature_dim"] == 1026
+    # mirrored faces give close, not identical features
+    diff = np.abs(features - noflip).mean()
+    assert 0 < diff < 0.5 * np.abs(noflip).mean()
+    # the pretrained age expectation column is an age in years
+    assert 5 < features[:, -1].mean() < 70
+
+
+def test_bottlenecks_resume_skips_done_files(data):
+    before = data.features.read_bytes()
+    done = run_module("training.bottlenecks", "--backbone", str(data.backbone), "--labels", str(data.labels),
+                      "--out", str(data.features), "--flip", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "0 to do" in done.stdout
+    with np.load(data.features) as a:
+        import io
+
+        with np.load(io.BytesIO(before)) as b:
+            assert np.array_equal(a["features"], b["features"]) and np.array_equal(a["files"], b["files"])
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def test_split_is_deterministic_stratified_and_order_free():
+    labels = load_labels()
+    mask = validation_mask(labels, 0, 0.2)
+    assert np.array_equal(mask, validation_mask(labels, 0, 0.2))
+    assert not np.array_equal(mask, validation_mask(labels, 1, 0.2))
+    assert abs(mask.mean() - 0.2) < 0.005
+    keys = strata(labels)
+    for key in np.unique(keys):
+        rows = keys == key
+        if rows.sum() >= 50:
+            assert abs(mask[rows].mean() - 0.2) < 0.02, key
+    # the same files in another order get the same split
+    order = np.random.default_rng(0).permutation(len(labels))
+    assert np.array_equal(validation_mask(labels.subset(order), 0, 0.2), mask[order])
+
+
+def test_folds_are_stratified():
+    labels = load_labels()
+    rows = np.random.default_rng(1).choice(len(labels), 3000, replace=False)
+    sub = labels.subset(np.sort(rows))
+    folds = fold_ids(sub, 5, 0)
+    assert np.array_equal(folds, fold_ids(sub, 5, 0))
+    counts = np.bincount(folds, minlength=5)
+    assert counts.min() > 0.9 * counts.max()
+    for source in ("wiki", "utkface"):
+        share = [(sub.source[folds == k] == source).mean() for k in range(5)]
+        assert max(share) - min(share) < 0.05
+
+
+# ------------------------------------------------------------------------------ heads
+
+
+def test_fit_cli_writes_boosters_and_cv(data):
+    heads_dir = fitted_heads("features")
+    info = json.loads((heads_dir / "heads.json").read_text())
+    assert (heads_dir / "gender.txt").is_file() and (heads_dir / "age.txt").is_file()
+    assert info["feature_dim"] == 1026 and info["mode"] == "residual"
+    assert info["split"]["used"] is True
+    assert info["fit_rows"] < 480  # the validation split was held out
+    for task in ("gender", "age"):
+        assert info[task]["search"]["completed"] >= 1
+        assert info[task]["num_boost_round"] >= 1
+        assert set(info[task]["cv"]) >= {"all", "wiki", "utkface"}
+    assert info["feature_spec"]["flip"] is True
+
+
+def test_score_cli_prints_json_by_source(data):
+    heads_dir = fitted_heads("features")
+    done = run_module("training.heads", "score", "--heads", str(heads_dir), "--features", str(data.features),
+                      "--labels", str(data.labels), "--table", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["subset"] == "val"
+    for source in ("all", "wiki", "utkface"):
+        m = result["metrics"][source]
+        assert 0 <= m["gender_accuracy"] <= 1 and m["age_mae"] > 0
+    assert result["metrics"]["all"]["n"] == result["metrics"]["wiki"]["n"] + result["metrics"]["utkface"]["n"]
+    # the tables go to stderr, by gender, decade and race
+    assert "age 20-29" in done.stderr and "race white" in done.stderr and "gender female" in done.stderr
+
+
+def test_residual_heads_beat_constant_baselines(data):
+    val, train = val_truth(data)
+    base = baselines(train, val)
+    m = score(fitted_heads("features"), data.features, data.labels)["metrics"]["all"]
+    assert m["gender_accuracy"] > max(0.88, base["majority_acc"] + 0.25), (m, base)
+    assert m["age_mae"] < 0.65 * base["median_mae"], (m, base)
+
+
+def test_direct_heads_learn_and_shuffled_labels_do_not(data, tmp_path):
+    """Fitted from a constant (no pretrained outputs to lean on), the boosters must learn
+    gender and age from the embedding; the same code on shuffled labels must not.
+
+    Both fit only the train split's faces (labels files holding just those rows) and are
+    scored on the validation faces against their true labels.
+    """
+    val, train = val_truth(data)
+    base = baselines(train, val)
+    cfg = FitConfig(trials=2, timeout=16, folds=3, mode="direct", features_key="features_noflip")
+    quiet = lambda *a, **k: None  # noqa: E731
+    fit(data.features, data.train_labels, tmp_path / "real", cfg, log=quiet)
+    fit(data.features, data.shuffled_labels, tmp_path / "shuffled", cfg, log=quiet)
+    files, X, _ = load_features(data.features, "features_noflip")
+    rows = np.array([np.flatnonzero(files == f)[0] for f in val.file])
+    known = ~np.isnan(val.age)
+    results = {}
+    for name in ("real", "shuffled"):
+        p, age = Heads.load(tmp_path / name).predict(X[rows])
+        results[name] = {"acc": float(((p >= 0.5) == val.male).mean()), "mae": float(np.abs(age - val.age)[known].mean())}
+    real, control = results["real"], results["shuffled"]
+    assert real["acc"] > base["majority_acc"] + 0.2, (real, base)
+    assert real["mae"] < 0.8 * base["median_mae"], (real, base)
+    assert control["acc"] < 0.7, control
+    assert control["mae"] > 0.9 * base["median_mae"], (control, base)
+    assert control["mae"] > real["mae"] + 2.0, (real, control)
+
+
+def test_heads_predict_checks_feature_width(data):
+    heads = Heads.load(fitted_heads("features"))
+    with pytest.raises(ValueError, match="columns"):
+        heads.predict(np.zeros((2, 100), np.float32))
+    p, age = heads.predict(np.load(data.features)["features"][:5])
+    assert p.shape == (5,) and age.shape == (5,) and ((0 <= p) & (p <= 1)).all()
