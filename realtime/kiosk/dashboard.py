@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import socket
 import threading
 import time
@@ -175,6 +176,8 @@ class DashboardServer:
         from werkzeug.serving import make_server
 
         app = create_app(data_dir)
+        # one log line per request every few seconds would bury the kiosk's own output
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # bind here rather than in werkzeug, which prints its own lines and exits
         sock = _listen(host, port)
         try:
