@@ -76,8 +76,9 @@ def iso(t: float) -> str:
 
 def resolve_range(reader: StoreReader, start: str | None, end: str | None, now: float | None = None) -> tuple[float, float]:
     now = time.time() if now is None else now
-    t0 = parse_time(start) if start else (reader.first_minute() or now)
     t1 = parse_time(end, end=True) if end else now
+    # an empty store still reports (zeros) over the day before --to
+    t0 = parse_time(start) if start else min(reader.first_minute() or t1 - 86400.0, t1 - 60.0)
     if t1 <= t0:
         raise UserError(f"the report period is empty: --to ({iso(t1)}) is not after --from ({iso(t0)})")
     return t0, t1

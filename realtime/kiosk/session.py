@@ -65,14 +65,17 @@ class KioskSession:
         self.viewers = 0
 
     def frame(self, result: FrameResult) -> None:
-        if self.origin is None:
-            self.origin = self.clock() - result.time
+        now = self.clock()
+        # stamps never run ahead of the clock: a file read faster than real time is
+        # stamped as if it had just been watched (a live source keeps its origin)
+        latest = now - result.time
+        self.origin = latest if self.origin is None else min(self.origin, latest)
         self.store.frames += 1
         self.faces_now = len(result.faces)
         self._pending.extend(self.builder.observe(result, self.origin))
         self._flush()
         self._record_gaps()
-        self.store.tick(self.faces_now, self.builder.people_now, now=self._now(result.time))
+        self.store.tick(self.faces_now, self.builder.people_now, now=now)
 
     def final(self, summaries: Iterable[TrackSummary]) -> None:
         """The people still in view when the run ends."""
@@ -82,12 +85,6 @@ class KioskSession:
         self.faces_now = 0
         self._flush()
         self._record_gaps()
-
-    def _now(self, frame_time: float) -> float:
-        # frames can come faster than real time (files, the soak): the heartbeat follows
-        # whichever is later, so it never lags the data it vouches for
-        assert self.origin is not None
-        return max(self.clock(), self.origin + frame_time)
 
     def _flush(self) -> None:
         if not self._pending:
