@@ -13,6 +13,7 @@ import functools
 import http.server
 import json
 import os
+import resource
 import signal
 import sqlite3
 import statistics
@@ -261,6 +262,26 @@ def test_a_camera_that_drops_is_reopened_and_the_gap_recorded(model_path, tmp_pa
     run_start = query(data_dir, "SELECT started_at FROM runs")[0][0]
     assert run_start <= start <= time.time()
     assert StoreReader(data_dir).gaps(0, time.time())[0]["kind"] == "camera"
+
+
+def test_a_store_that_stops_taking_writes_mid_run_stops_the_kiosk_cleanly(long_video, model_path, tmp_path):
+    """A file size limit makes the store's writes fail as a full disk does, mid-run."""
+    video, _ = long_video
+    data_dir = tmp_path / "store"
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (96 * 1024, 96 * 1024))
+
+    proc = run_cli(*kiosk_args(model_path, video, data_dir, "--no-display"), preexec_fn=limit_file_size)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write the kiosk store {store_file(data_dir)}: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert query(data_dir, "PRAGMA integrity_check") == [("ok",)]
+    # the next start, on a healthy disk, continues the same store
+    again = run_cli(*kiosk_args(model_path, video, data_dir, "--no-display", "--max-frames", "30"))
+    assert again.returncode == 0, again.stderr
+    assert [r[0] for r in query(data_dir, "SELECT stop_reason FROM runs ORDER BY id")] == ["crashed", "finished"]
 
 
 # ------------------------------------------------------------------------- bad input

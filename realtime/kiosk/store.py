@@ -144,6 +144,8 @@ def _reason(exc: BaseException) -> str:
         return "the store is read-only"
     if "not a database" in low or "malformed" in low:
         return "the file is not a usable SQLite database"
+    if "disk i/o error" in low:
+        return "disk I/O error (is the disk full, removed or failing?)"
     if "unable to open" in low:
         return "the file cannot be opened (is the folder writable?)"
     if isinstance(exc, OSError) and exc.strerror:
