@@ -219,6 +219,14 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _percent(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _round(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def to_html(report: Report) -> str:
     d = to_dict(report)
     plots = _plots(report)
@@ -226,14 +234,14 @@ def to_html(report: Report) -> str:
     totals = _table(["figure", "value"], [
         ["visits (OTS)", d["visits"]],
         ["viewers", d["viewers"]],
-        ["attention rate", "-" if rate is None else f"{rate:.1%}"],
-        ["average dwell (s)", d["average_dwell_s"]],
-        ["average attention per viewer (s)", d["average_attention_s"]],
+        ["attention rate", _percent(rate)],
+        ["average dwell (s)", _round(d["average_dwell_s"])],
+        ["average attention per viewer (s)", _round(d["average_attention_s"])],
         ["glances", d["glances"]],
     ])
     brackets = _table(["bracket", *GENDERS, "total"], [[b, *(c[g] for g in GENDERS), c["total"]] for b, c in d["brackets"].items()])
     hourly = _table(["hour", "visits", "viewers", "attention rate", "avg dwell (s)", "avg attention (s)"], [
-        [f"{h['hour']:02d}:00", h["visits"], h["viewers"], h["attention_rate"], h["average_dwell_s"], h["average_attention_s"]]
+        [f"{h['hour']:02d}:00", h["visits"], h["viewers"], _percent(h["attention_rate"]), _round(h["average_dwell_s"]), _round(h["average_attention_s"])]
         for h in d["hourly"] if h["visits"]
     ])
     cov = d["coverage"]
