@@ -167,7 +167,8 @@ def test_aggregates_agree_with_the_visit_rows(scored_runs):
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
-    return render(tmp_path_factory, 5, people=6, seconds=40)
+    # six people over 24 s, the first leaving after 11 s
+    return render(tmp_path_factory, 7, people=6, seconds=24)
 
 
 def test_kill_9_loses_at_most_a_second_and_the_next_start_resumes(long_video, model_path, tmp_path):
