@@ -115,7 +115,7 @@ def fitted_heads(key: str = "features") -> Path:
     out = data.root / f"heads-{key}"
     done = run_module(
         "training.heads", "fit", "--features", str(data.features), "--labels", str(data.labels), "--out", str(out),
-        "--split", "--trials", "3", "--timeout", "20", "--folds", "3", "--features-key", key,
+        "--split", "--trials", "3", "--timeout", "120", "--folds", "3", "--features-key", key,
     )
     if done.returncode != 0:
         raise RuntimeError(f"training.heads fit failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")

@@ -111,7 +111,7 @@ def test_fused_model_batch_one_equals_batch_n(fused_flip, crops):
 def test_fused_direct_noflip_model_matches_lightgbm(tmp_path, crops):
     """The other graph path: no mirror, trees from a constant (no init score)."""
     data = feature_set()
-    cfg = FitConfig(trials=1, timeout=10, folds=2, mode="direct", split=True, features_key="features_noflip")
+    cfg = FitConfig(trials=1, timeout=120, folds=2, mode="direct", split=True, features_key="features_noflip")
     fit(data.features, data.labels, tmp_path / "heads", cfg, log=lambda *a, **k: None)
     out = tmp_path / "direct.onnx"
     report = export(tmp_path / "heads", out)

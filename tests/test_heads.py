@@ -162,7 +162,7 @@ def test_direct_heads_learn_and_shuffled_labels_do_not(data, tmp_path):
     """
     val, train = val_truth(data)
     base = baselines(train, val)
-    cfg = FitConfig(trials=2, timeout=16, folds=3, mode="direct", features_key="features_noflip")
+    cfg = FitConfig(trials=2, timeout=120, folds=3, mode="direct", features_key="features_noflip")
     quiet = lambda *a, **k: None  # noqa: E731
     fit(data.features, data.train_labels, tmp_path / "real", cfg, log=quiet)
     fit(data.features, data.shuffled_labels, tmp_path / "shuffled", cfg, log=quiet)

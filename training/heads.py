@@ -13,7 +13,9 @@ Hyperparameters come from an Optuna TPE search (seeded, with a median pruner); e
 trial trains on an inner fold of the fitting rows and early-stops on the rest. The
 best parameters are then scored by stratified k-fold cross-validation (CV scores in
 heads.json), and the final booster is refitted on all fitting rows with the mean best
-iteration count. With `--split` only the train split of `training.splits` is fitted;
+iteration count. `--timeout` bounds the whole fit (default 14 minutes): the searches
+stop starting trials at their share of it, and CV runs as many folds as the best
+trial's speed says fit in the rest (recorded in heads.json when fewer than --folds). With `--split` only the train split of `training.splits` is fitted;
 the validation split is then never seen, by the search included.
 
 Residual mode (the default when the features hold the pretrained heads' outputs): the
@@ -62,8 +64,10 @@ EARLY_STOP = 60
 
 @dataclass
 class FitConfig:
-    trials: int = 40  # Optuna trials per head (the timeout usually ends the search first)
-    timeout: float = 480.0  # seconds of search for both heads together (age gets 60%)
+    trials: int = 60  # Optuna trials per head (on big data the time budget ends the search first)
+    # wall-clock seconds for the whole fit: 20% gender search, 20% gender CV + refit,
+    # 30% age search, 30% age CV + refit (CV folds are dropped, down to none, to keep it)
+    timeout: float = 840.0
     folds: int = 5
     seed: int = 0
     threads: int = 0  # LightGBM threads, 0 = all cores
@@ -233,8 +237,12 @@ def task_score(task: Task, rows: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean([err[src == s].mean() for s in np.unique(src)]))
 
 
-def search(task: Task, cfg: FitConfig, timeout: float, log) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Optuna TPE search on one inner split (fold 0 held out); returns (params, summary)."""
+def search(task: Task, cfg: FitConfig, seconds: float, log) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Optuna TPE search on one inner split (fold 0 held out); returns (params, summary).
+
+    No trial starts after `seconds`, and a running trial other than the first is pruned
+    when it passes them, so the search ends close to its budget.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -242,13 +250,16 @@ def search(task: Task, cfg: FitConfig, timeout: float, log) -> tuple[dict[str, A
     train = np.flatnonzero(task.folds != 0)
     base = task.base_params(cfg)
     started = time.perf_counter()
+    deadline = started + seconds
 
     def objective(trial) -> float:
         params = {**base, **clean_params(suggest(trial, task))}
-        pruner_cb = PruneCallback(trial, task, valid, every=50)
-        booster = train_one(task, params, train, valid, MAX_ROUNDS, [pruner_cb])
+        callback = PruneCallback(trial, every=50, deadline=deadline if trial.number > 0 else None)
+        t0 = time.perf_counter()
+        booster = train_one(task, params, train, valid, MAX_ROUNDS, [callback])
         pred = predict_task(task.name, booster, task.X[valid], None if task.init is None else task.init[valid], booster.best_iteration)
         trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
+        trial.set_user_attr("seconds_per_round", (time.perf_counter() - t0) / max(booster.current_iteration(), 1))
         value = task_score(task, valid, pred)
         log(f"  {task.name} trial {trial.number}: {value:.4f} ({booster.best_iteration} rounds, {time.perf_counter() - started:.0f} s)")
         return value
@@ -263,7 +274,7 @@ def search(task: Task, cfg: FitConfig, timeout: float, log) -> tuple[dict[str, A
         {"learning_rate": 0.08, "num_leaves": 15, "min_data_in_leaf": 40, "feature_fraction": 0.15, "bagging_fraction": 0.8,
          "lambda_l2": 1.0, "min_gain_to_split": 1e-3, **({"objective": "huber", "loss_scale": 5.0} if task.name == "age" else {})}
     )
-    study.optimize(objective, n_trials=cfg.trials, timeout=timeout, catch=())
+    study.optimize(objective, n_trials=cfg.trials, timeout=max(seconds, 1e-3), catch=())
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial
     summary = {
@@ -272,8 +283,16 @@ def search(task: Task, cfg: FitConfig, timeout: float, log) -> tuple[dict[str, A
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
         "best_value": round(best.value, 5),
         "best_trial": best.number,
+        "best_iteration": best.user_attrs["best_iteration"],
+        "seconds_per_round": best.user_attrs["seconds_per_round"],
         "seconds": round(time.perf_counter() - started, 1),
+        "budget_seconds": round(seconds, 1),
         "objective": "log loss" if task.name == "gender" else "MAE averaged over sources",
+        "history": [
+            {"trial": t.number, "value": None if t.value is None else round(t.value, 5), "state": t.state.name,
+             "rounds": t.user_attrs.get("best_iteration"), **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in t.params.items()}}
+            for t in study.trials
+        ],
     }
     return {**base, **clean_params(best.params)}, summary
 
@@ -281,14 +300,16 @@ def search(task: Task, cfg: FitConfig, timeout: float, log) -> tuple[dict[str, A
 class PruneCallback:
     """Reports the inner-validation score to Optuna every `every` rounds; prunes bad trials."""
 
-    def __init__(self, trial, task: Task, valid: np.ndarray, every: int) -> None:
-        self.trial, self.task, self.valid, self.every = trial, task, valid, every
+    def __init__(self, trial, every: int, deadline: float | None = None) -> None:
+        self.trial, self.every, self.deadline = trial, every, deadline
 
     def __call__(self, env) -> None:
         import optuna
 
         if (env.iteration + 1) % self.every:
             return
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise optuna.TrialPruned()
         score = dict((name, value) for _, name, value, _ in env.evaluation_result_list)
         value = score.get("binary_logloss", score.get("l1"))
         if value is None:
@@ -296,6 +317,19 @@ class PruneCallback:
         self.trial.report(float(value), env.iteration)
         if self.trial.should_prune():
             raise optuna.TrialPruned()
+
+
+def plan_cv(search_summary: dict[str, Any], folds: int, seconds: float) -> tuple[int, int]:
+    """How many CV folds fit in `seconds`, from the best trial's speed; and the round count
+    for the final fit should there be no CV. A fold trains to early stopping (best
+    iteration + patience), the final fit on all rows about 1.25x a fold's rows."""
+    per_round = search_summary["seconds_per_round"]
+    best = search_summary["best_iteration"]
+    rounds = max(1, int(round(best * 1.12)))
+    final = rounds * per_round * 1.25
+    fold = (best + EARLY_STOP) * per_round
+    affordable = int((seconds - final) // max(fold, 1e-9))
+    return max(0, min(folds, affordable)), rounds
 
 
 def cross_validate(task: Task, params: dict[str, Any], k: int, log) -> tuple[dict[str, Any], np.ndarray, list[int]]:
@@ -392,14 +426,29 @@ def fit(features: Path, labels_path: Path, out: Path, cfg: FitConfig, command: s
         "lightgbm_version": lgb.__version__,
     }
     out.mkdir(parents=True, exist_ok=True)
-    budgets = {"gender": cfg.timeout * 0.4, "age": cfg.timeout * 0.6}
+    # the time budget, as fractions of --timeout: search then CV + refit, gender then age;
+    # a phase that ends early leaves its time to the next
+    schedule = {("gender", "search"): 0.2, ("gender", "cv"): 0.2, ("age", "search"): 0.3, ("age", "cv"): 0.3}
+    ends, total = {}, 0.0
+    for key, share in schedule.items():
+        total += share
+        ends[key] = t0 + total * cfg.timeout
     for task, filename in ((gender, GENDER_MODEL), (age, AGE_MODEL)):
         t_task = time.perf_counter()
-        log(f"{task.name}: searching ({budgets[task.name]:.0f} s budget, {cfg.trials} trials at most)")
-        params, search_summary = search(task, cfg, budgets[task.name], log)
-        log(f"{task.name}: {cfg.folds}-fold CV with the best parameters")
-        cv, _, iterations = cross_validate(task, params, cfg.folds, log)
-        rounds = max(1, int(round(np.mean(iterations) * (1.0 + 1.0 / max(cfg.folds - 1, 1)) ** 0.5)))
+        budget = ends[(task.name, "search")] - time.perf_counter()
+        log(f"{task.name}: searching ({budget:.0f} s budget, {cfg.trials} trials at most)")
+        params, search_summary = search(task, cfg, budget, log)
+        folds, rounds_hint = plan_cv(search_summary, cfg.folds, ends[(task.name, "cv")] - time.perf_counter())
+        if folds >= 2:
+            log(f"{task.name}: {folds}-fold CV with the best parameters")
+            cv, _, iterations = cross_validate(task, params, folds, log)
+            rounds = max(1, int(round(np.mean(iterations) * (1.0 + 1.0 / max(folds - 1, 1)) ** 0.5)))
+        else:
+            log(f"{task.name}: no time left for CV; the search's held-out fold scores the parameters")
+            cv = {"folds": 0, "note": "no time for CV within --timeout; see search.best_value"}
+            rounds = rounds_hint
+        if folds != cfg.folds:
+            cv["folds_requested"] = cfg.folds
         booster = train_one(task, params, np.arange(len(task.y)), None, rounds)
         booster.save_model(str(out / filename))
         result[task.name] = {
@@ -547,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--split-seed", type=int, default=DEFAULT_SEED)
     f.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION)
     f.add_argument("--trials", type=int, default=FitConfig.trials, help="Optuna trials per head (default %(default)s)")
-    f.add_argument("--timeout", type=float, default=FitConfig.timeout, help="search seconds for both heads (default %(default)s)")
+    f.add_argument("--timeout", type=float, default=FitConfig.timeout, help="wall-clock budget in seconds for the whole fit: searches, CV and refits (default %(default)s)")
     f.add_argument("--folds", type=int, default=FitConfig.folds)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=0)
