@@ -26,6 +26,8 @@ from .smoothing import SmoothingOptions
 from .tracking import FaceTracker, Track, TrackBook, TrackerOptions
 
 STAGES = ("detect", "track", "crop", "infer")
+# a detection overlapping every tracked box less than this is a face not yet tracked
+NEW_FACE_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class Analyzer:
         self.tracker = FaceTracker(options.tracker, options.fps)
         self.book = TrackBook(options.tracker)
         self._last_scan: int | None = None
+        self._previous = np.zeros((0, 4), np.float32)  # the last frame's detections
         self.frames = 0
         self.faces_inferred = 0
 
@@ -163,6 +166,7 @@ class Analyzer:
             clock = now
 
         detections, full_scan = self._detect(image, frame_index)
+        self._previous = detections.xyxy
         lap("detect")
         tracks = self.book.observe(self.tracker.update(detections), frame_index, time)
         lap("track")
@@ -211,8 +215,22 @@ class Analyzer:
         if scan_due or not self.book.active:
             self._last_scan = frame_index
             return self.detector.detect(image), True
-        boxes = np.array([t.box for t in self.book.active.values()])
-        return self.detector.detect_regions(image, boxes), False
+        return self.detector.detect_regions(image, self._region_boxes()), False
+
+    def _region_boxes(self) -> np.ndarray:
+        """Where to look between full scans: every known track, and last frame's new faces.
+
+        ByteTrack confirms a new face only when it is detected again in the next frame,
+        so a face that a full scan finds must be looked for in the next frame too, or it
+        would never become a track (unless two full scans happened in a row).
+        """
+        tracked = np.array([t.box for t in self.book.active.values()], np.float32).reshape(-1, 4)
+        previous = np.asarray(self._previous, np.float32).reshape(-1, 4)
+        if len(tracked) and len(previous):
+            # a detection already covered by a track's region needs no region of its own
+            overlap = sv.box_iou_batch(previous, tracked).max(axis=1)
+            previous = previous[overlap < NEW_FACE_IOU]
+        return np.concatenate([tracked, previous])
 
     def _schedule(self, tracks: list[Track], qualities: list[FaceQuality], frame_index: int) -> list[int]:
         candidates = [
