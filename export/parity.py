@@ -67,7 +67,7 @@ class ParityReport:
     def __str__(self) -> str:
         return (
             f"n={self.n} max|dP(male)|={self.max_abs_p_male:.2e} "
-            f"max|d age|={self.max_abs_age:.3f} y (mean {self.mean_abs_age:.3f}) "
+            f"max|d age|={self.max_abs_age:.2g} y (mean {self.mean_abs_age:.2g}) "
             f"gender agreement={self.gender_agreement:.2%}"
         )
 

@@ -151,19 +151,26 @@ def npm_pack(variant: Variant, dest: Path) -> Path:
     """Download the package tarball from the npm registry into `dest` (no install, no scripts)."""
     npm = shutil.which("npm")
     if npm is None:
-        raise FetchError(f"npm is not on PATH; install Node.js/npm, or put {variant.tag}'s files in {dest.parent}")
+        raise FetchError(f"npm is not on PATH: install Node.js/npm, or pass --package-dir with {variant.spec} unpacked")
     dest.mkdir(parents=True, exist_ok=True)
-    command = [npm, "pack", variant.spec, "--pack-destination", str(dest), "--silent", "--ignore-scripts"]
+    command = [npm, "pack", variant.spec, "--pack-destination", str(dest), "--loglevel=error", "--ignore-scripts"]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired as exc:
         raise FetchError(f"`npm pack {variant.spec}` timed out after {exc.timeout:.0f} s") from exc
     tarball = dest / variant.tarball
     if done.returncode != 0 or not tarball.is_file():
-        lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip() and "npm warn" not in ln.lower()]
-        reason = lines[-1].strip() if lines else f"exit status {done.returncode}"
-        raise FetchError(f"`npm pack {variant.spec}` failed (registry unreachable?): {reason}")
+        reason = npm_error_summary(done.stderr) or f"exit status {done.returncode}"
+        raise FetchError(f"`npm pack {variant.spec}` failed: {reason}")
     return tarball
+
+
+def npm_error_summary(stderr: str) -> str:
+    """The one informative line of npm's error output (it also prints a stack and a log path)."""
+    noise = re.compile(r"^(at |code |syscall |errno |A complete log|If you are|In most cases|[{}]|\w+: '.*',?$)")
+    lines = [ln.removeprefix("npm error").strip() for ln in stderr.splitlines() if ln.startswith("npm error")]
+    useful = [ln for ln in lines if ln and not noise.match(ln)]
+    return useful[0] if useful else ""
 
 
 def extract_files(variant: Variant, tarball: Path, folder: Path) -> None:
@@ -320,10 +327,10 @@ def canonicalize_generated_names(model) -> None:
     same weights differ byte for byte and SHA256SUMS could not be reproduced. Node order
     itself is stable, so a node's position makes a stable name.
     """
-    generated = re.compile(r"_*\d+(:\d+)?$")
+    generated = re.compile(r"__\d+(:\d+)?$")  # "Conv__166", "Mean_raw_output___7:0"
 
     def is_generated(name: str) -> bool:
-        return "__" in name and bool(generated.search(name.rsplit("__", 1)[1]))
+        return bool(generated.search(name))
 
     graph = model.graph
     keep = {v.name for v in [*graph.input, *graph.output]}
@@ -404,8 +411,17 @@ def separate_consumed_outputs(model) -> None:
 # ---------------------------------------------------------------- metadata
 
 
-def base_metadata(variant: Variant, preprocessing: dict | None = None) -> ModelMetadata:
-    """Everything except measured metrics, which come from `evaluate`."""
+def copyright_line(license_file: Path) -> str:
+    """The package's own copyright line ("Copyright (c) 2021 Vladimir Mandic")."""
+    lines = [ln.strip() for ln in license_file.read_text().splitlines() if ln.strip().startswith("Copyright")]
+    return lines[0] if lines else "Copyright (c) Vladimir Mandic"
+
+
+def base_metadata(variant: Variant, preprocessing: dict | None = None, holder: str = "") -> ModelMetadata:
+    """Everything except measured metrics, which come from `evaluate`.
+
+    `holder` is the copyright line of the package's LICENSE (see copyright_line).
+    """
     pre = preprocessing or PREPROCESSING
     return ModelMetadata(
         name=variant.name,
@@ -421,8 +437,9 @@ def base_metadata(variant: Variant, preprocessing: dict | None = None) -> ModelM
         age_kind="softmax",
         embedding_output=EMBEDDING_OUTPUT,
         license=(
-            f"MIT (npm {variant.spec} LICENSE: Copyright (c) Vladimir Mandic; see models/LICENSE.faceres); "
-            "network and weights by HSE (HSE-asavchenko/HSE_FaceRec_tf), converted to TFJS by Vladimir Mandic"
+            f"MIT, {holder or 'Copyright (c) Vladimir Mandic'} (LICENSE of npm {variant.spec}, copied to "
+            "models/LICENSE.faceres); network and weights trained by HSE-asavchenko (HSE_FaceRec_tf) "
+            "on VGGFace2, converted to TFJS by Vladimir Mandic"
         ),
         provenance=provenance(variant),
         training_data=(
@@ -504,7 +521,7 @@ def export(args: argparse.Namespace) -> int:
     model = convert(model_json)
     onnx_bytes = model.SerializeToString()
     candidate = ort_runner(onnx_bytes)
-    meta = base_metadata(variant)
+    meta = base_metadata(variant, holder=copyright_line(model_json.parent / "LICENSE"))
     print(f"[convert] opset {OPSET}, {len(onnx_bytes) / 1e6:.1f} MB")
 
     reference = tf_runner(model_json)
@@ -541,7 +558,8 @@ def export(args: argparse.Namespace) -> int:
             name=f"{meta.name} fp16",
             provenance=f"{meta.provenance}; weights and compute converted to float16 "
             f"(onnxconverter-common, float32 input/outputs kept)",
-            metrics={**metrics, "parity_vs_fp32": half_report.as_dict()},
+            # accuracy is the float32 model's; the parity figures bound how far this copy can differ
+            metrics={**metrics, "accuracy_measured_on": "float32 model", "parity_vs_fp32": half_report.as_dict()},
         )
         write_metadata(half, half_meta)
         path = fp16_path(args.out)
