@@ -18,6 +18,7 @@ harness, not to the kiosk, and would otherwise be counted as the kiosk's growth.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import resource
@@ -56,6 +57,21 @@ def rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def trimmed_rss_mb() -> float | None:
+    """RSS after handing freed heap back to the system (glibc), or None elsewhere.
+
+    glibc keeps freed memory in its arenas, so plain RSS rises in steps when a bigger
+    allocation pattern appears once; what is left after malloc_trim is what the process
+    really still holds, which is what separates a leak from allocator slack.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return None
+    return rss_mb()
 
 
 def _clear_generator_caches(module: object) -> None:
@@ -101,9 +117,16 @@ class SoakResult:
     viewers: int
     seconds: float
     samples: list[tuple[float, float]]  # (stream minute, RSS MB)
+    trimmed: list[float | None]  # RSS after malloc_trim at the same samples
     start_mb: float
     baseline_mb: float  # after the warm-up
     end_mb: float
+
+    @property
+    def trimmed_growth_mb(self) -> float | None:
+        if len(self.trimmed) < 2 or self.trimmed[0] is None or self.trimmed[-1] is None:
+            return None
+        return self.trimmed[-1] - self.trimmed[0]
 
     @property
     def growth_mb(self) -> float:
@@ -134,6 +157,7 @@ def run_soak(options: SoakOptions, data_dir: Path, model_path: Path, progress: b
     source = SyntheticKioskSource(options)
     store = KioskStore.open(data_dir, StoreOptions(), source=source.info.name)
     samples: list[tuple[float, float]] = []
+    trimmed: list[float | None] = []
     every = max(1, int(round(options.sample_minutes * 60 * options.fps)))
     warmup = int(round(options.warmup_minutes * 60 * options.fps))
     started = time.perf_counter()
@@ -149,9 +173,11 @@ def run_soak(options: SoakOptions, data_dir: Path, model_path: Path, progress: b
                     gc.collect()
                     minute = n / options.fps / 60
                     samples.append((minute, rss_mb()))
+                    trimmed.append(trimmed_rss_mb())
                     if progress:
                         rate = n / (time.perf_counter() - started)
-                        console.print(f"soak: stream minute {minute:5.1f}  RSS {samples[-1][1]:7.1f} MB  "
+                        after = "" if trimmed[-1] is None else f" ({trimmed[-1]:7.1f} MB after malloc_trim)"
+                        console.print(f"soak: stream minute {minute:5.1f}  RSS {samples[-1][1]:7.1f} MB{after}  "
                                       f"{session.visits} visits  {rate:.1f} fps")
 
             run(source, KioskAnalyzer(analyzer, session), RunOptions(progress=False, keep_people=False), console=console, on_result=sample)
@@ -167,6 +193,7 @@ def run_soak(options: SoakOptions, data_dir: Path, model_path: Path, progress: b
         viewers=session.viewers,
         seconds=time.perf_counter() - started,
         samples=samples,
+        trimmed=trimmed,
         start_mb=start_mb,
         baseline_mb=samples[0][1],
         end_mb=end_mb,
@@ -201,4 +228,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.end_mb:.1f} MB at the end")
     print(f"soak: resident memory growth after warm-up: {result.growth_mb:+.1f} MB "
           f"(trend {result.slope_mb_per_hour:+.1f} MB per stream hour)")
+    if result.trimmed_growth_mb is not None:
+        print(f"soak: growth of the memory still held (RSS after malloc_trim, first to last sample): "
+              f"{result.trimmed_growth_mb:+.1f} MB")
     return 0
