@@ -435,6 +435,10 @@ def base_metadata(variant: Variant, preprocessing: dict | None = None, holder: s
         gender_output=GENDER_OUTPUT,
         age_output=AGE_OUTPUT,
         age_kind="softmax",
+        # measured through the live detector and crop on 500 faces per source (faceres):
+        # margin 0.2 gave wiki 96.0% / MAE 6.34 and UTKFace 90.4% / 5.44, against
+        # 95.0% / 6.60 and 88.4% / 6.12 at 0.45, and worse again at 0 and 0.6
+        crop_margin=0.2,
         embedding_output=EMBEDDING_OUTPUT,
         license=(
             f"MIT, {holder or 'Copyright (c) Vladimir Mandic'} (LICENSE of npm {variant.spec}, copied to "

@@ -18,16 +18,10 @@ from tests.conftest import FACES
 from training.datasets import FaceRecord
 from training.evaluate import sample_by_source
 
-# the shipped model; until it is in the repository, the same network kept in /tmp
-FALLBACK_MODEL = Path("/tmp/faceres_tmp.onnx")
-
-
 @pytest.fixture(scope="module")
 def eval_model() -> Path:
-    for path in (DEFAULT_MODEL, FALLBACK_MODEL):
-        if path.is_file():
-            return path
-    pytest.skip(f"no age/gender model at {DEFAULT_MODEL}")
+    assert DEFAULT_MODEL.is_file(), f"the shipped model is missing: {DEFAULT_MODEL}"
+    return DEFAULT_MODEL
 
 
 def run_evaluate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
