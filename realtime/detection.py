@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -60,6 +61,13 @@ class DetectorOptions:
     merge_iou: float = 0.4
     # around a tracked face, look in a square this many times the face's size
     region_scale: float = 2.5
+    # the regions around known faces are scaled into the cells of one mosaic and looked
+    # at in a single detector pass, instead of one pass per face: a pass costs about the
+    # same whatever its input size, so five faces cost one pass rather than five. A cell
+    # of 160 px shows a face at 64 px; in a 4x4 mosaic BlazeFace still sees it at about
+    # 19 of its 192 px, above the 12 px a 40 px face has in a 640 px tile of a full scan.
+    mosaic_cell: int = 160
+    mosaic_max_side: int = 4  # cells per side of one mosaic; more faces take more mosaics
     model_dir: Path = MODELS_DIR
 
 
@@ -156,6 +164,85 @@ def tile_grid(width: int, height: int, tile: int, overlap: float) -> list[tuple[
     return [(x, y, x + tw, y + th) for y in starts(height) for x in starts(width)]
 
 
+@dataclass(frozen=True)
+class MosaicCell:
+    """Where one frame region sits in a mosaic: mosaic = (frame - region origin) * scale + origin."""
+
+    region: tuple[int, int, int, int]  # x1, y1, x2, y2 in the frame
+    origin: tuple[int, int]  # top-left corner of the cell in the mosaic
+    scale: float  # mosaic pixels per frame pixel
+
+
+def mosaic_layouts(regions: Sequence[tuple[int, int, int, int]], cell: int, max_side: int) -> list[tuple[list[MosaicCell], int]]:
+    """Regions packed into square mosaics of at most max_side x max_side cells.
+
+    Mosaics are square because BlazeFace letterboxes its input to a square: a wide
+    mosaic would only give each cell fewer of the model's pixels. Each region keeps its
+    aspect ratio inside its cell. Returns the cells of each mosaic and its side in pixels.
+    """
+    per_mosaic = max_side * max_side
+    layouts = []
+    for start in range(0, len(regions), per_mosaic):
+        chunk = regions[start : start + per_mosaic]
+        side = math.ceil(math.sqrt(len(chunk)))
+        cells = []
+        for i, (x1, y1, x2, y2) in enumerate(chunk):
+            row, col = divmod(i, side)
+            scale = cell / max(x2 - x1, y2 - y1)
+            cells.append(MosaicCell((x1, y1, x2, y2), (col * cell, row * cell), scale))
+        layouts.append((cells, side * cell))
+    return layouts
+
+
+def build_mosaic(frame_bgr: np.ndarray, cells: Sequence[MosaicCell], side: int) -> np.ndarray:
+    """The regions scaled into their cells, as one RGB image; empty space is mid grey."""
+    mosaic = np.full((side, side, 3), 128, np.uint8)
+    for c in cells:
+        x1, y1, x2, y2 = c.region
+        w, h = max(1, round((x2 - x1) * c.scale)), max(1, round((y2 - y1) * c.scale))
+        interpolation = cv2.INTER_AREA if c.scale < 1.0 else cv2.INTER_LINEAR
+        ox, oy = c.origin
+        mosaic[oy : oy + h, ox : ox + w] = cv2.resize(frame_bgr[y1:y2, x1:x2], (w, h), interpolation=interpolation)
+    return cv2.cvtColor(mosaic, cv2.COLOR_BGR2RGB)
+
+
+def from_mosaic(found: sv.Detections, cells: Sequence[MosaicCell], cell: int) -> sv.Detections:
+    """Mosaic detections mapped back to the frame; each belongs to the cell holding its centre.
+
+    A box whose centre falls in an empty cell or outside its region's picture is dropped;
+    boxes are clipped to their region, as a tile's are to the tile.
+    """
+    if not len(found):
+        return empty_detections()
+    side = math.ceil(math.sqrt(len(cells)))
+    centres = (found.xyxy[:, :2] + found.xyxy[:, 2:]) / 2.0
+    keep, origins, offsets, scales, bounds = [], [], [], [], []
+    for i, (cx, cy) in enumerate(centres):
+        index = int(cy // cell) * side + int(cx // cell)
+        if not 0 <= index < len(cells) or not (0 <= cx < side * cell and 0 <= cy < side * cell):
+            continue
+        c = cells[index]
+        x1, y1, x2, y2 = c.region
+        if cx - c.origin[0] > (x2 - x1) * c.scale or cy - c.origin[1] > (y2 - y1) * c.scale:
+            continue  # on the grey padding beside a region cut by the frame's edge
+        keep.append(i)
+        origins.append(c.origin)
+        offsets.append((x1, y1))
+        scales.append(c.scale)
+        bounds.append(c.region)
+    if not keep:
+        return empty_detections()
+    origin, offset = np.float32(origins), np.float32(offsets)
+    scale = np.float32(scales)[:, None]
+    xyxy = (found.xyxy[keep].reshape(-1, 2, 2) - origin[:, None]) / scale[:, None] + offset[:, None]
+    keypoints = (found.data["keypoints"][keep] - origin[:, None]) / scale[:, None] + offset[:, None]
+    xyxy = xyxy.reshape(-1, 4)
+    limits = np.float32(bounds)
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(limits[:, [0]], limits[:, [2]])
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(limits[:, [1]], limits[:, [3]])
+    return sv.Detections(xyxy=xyxy, confidence=found.confidence[keep], data={"keypoints": keypoints})
+
+
 def merge_detections(parts: Sequence[sv.Detections], iou: float) -> sv.Detections:
     parts = [p for p in parts if len(p)]
     if not parts:
@@ -211,12 +298,17 @@ class FaceDetector:
         return merge_detections(parts, self.options.merge_iou)
 
     def detect_regions(self, frame_bgr: np.ndarray, boxes: np.ndarray) -> sv.Detections:
-        """Faces near the given boxes only: the cheap pass between full scans."""
+        """Faces near the given boxes only: the cheap pass between full scans.
+
+        All the regions go through the detector together, as one mosaic (see
+        `DetectorOptions.mosaic_cell`); a face seen in two overlapping regions is merged.
+        """
         height, width = frame_bgr.shape[:2]
-        parts = []
-        for x1, y1, x2, y2 in self.region_boxes(boxes, width, height):
-            crop = cv2.cvtColor(frame_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2RGB)
-            parts.append(self._detect_rgb(crop, x1, y1))
+        regions = self.region_boxes(boxes, width, height)
+        cell, parts = self.options.mosaic_cell, []
+        for cells, side in mosaic_layouts(regions, cell, self.options.mosaic_max_side):
+            found = self._detect_rgb(build_mosaic(frame_bgr, cells, side), 0, 0)
+            parts.append(from_mosaic(found, cells, cell))
         return merge_detections(parts, self.options.merge_iou)
 
     def region_boxes(self, boxes: np.ndarray, width: int, height: int) -> list[tuple[int, int, int, int]]:
