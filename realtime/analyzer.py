@@ -8,6 +8,7 @@ it frames and read its results.
 
 from __future__ import annotations
 
+import math
 import time as _time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import supervision as sv
 
 from . import scheduling, smoothing
 from .crops import face_crop
-from .detection import DetectorOptions, FaceDetector
+from .detection import DetectorOptions, FaceDetector, merge_detections
 from .model import AgeGenderModel
 from .paths import DEFAULT_MODEL
 from .scheduling import Candidate, FaceQuality, ScheduleOptions
@@ -39,8 +40,9 @@ class AnalyzerOptions:
     tracker: TrackerOptions = TrackerOptions()
     schedule: ScheduleOptions = ScheduleOptions()
     smoothing: SmoothingOptions = SmoothingOptions()
-    # frames too large for one detector pass get the full tiled scan every this many
-    # frames and only a look around known faces in between
+    # frames too large for one detector pass are searched for new faces in a tiled scan
+    # spread over this many frames (a slice of its passes each frame, see RollingScan);
+    # known faces are looked for in every frame around where they were
     scan_interval: int = 5
     # frontalness at or above which a face counts as looking at the camera (kiosk)
     attention_frontal: float = 0.6
@@ -108,7 +110,28 @@ class FrameResult:
     faces: list[FaceResult]
     finished: list[TrackSummary]  # tracks that ended at this frame
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    full_scan: bool = True
+    full_scan: bool = True  # a search of the whole frame for new faces completed with this frame
+
+
+@dataclass
+class RollingScan:
+    """Spreads a full scan's detector passes over frames: a slice each frame, a sweep per interval.
+
+    The full scan of a 1080p frame is nine passes (the whole frame and eight tiles). Run
+    at once every few frames, it made those frames five to ten times slower than the
+    others, so the stream stuttered; spread out, every frame pays the same small share
+    and each part of the frame is still searched once per interval.
+    """
+
+    position: int = 0
+
+    def next(self, count: int, interval: int) -> tuple[range, bool]:
+        """The passes due this frame, and whether they complete a sweep."""
+        start = self.position if self.position < count else 0  # the pass count changed with the frame size
+        end = min(start + math.ceil(count / max(1, interval)), count)
+        completed = end == count
+        self.position = 0 if completed else end
+        return range(start, end), completed
 
 
 def summarize(track: Track) -> TrackSummary:
@@ -140,7 +163,7 @@ class Analyzer:
         self.model = model
         self.tracker = FaceTracker(options.tracker, options.fps)
         self.book = TrackBook(options.tracker)
-        self._last_scan: int | None = None
+        self._sweep: RollingScan | None = None  # None until the first frame's full scan
         self._previous = np.zeros((0, 4), np.float32)  # the last frame's detections
         self.frames = 0
         self.faces_inferred = 0
@@ -165,7 +188,7 @@ class Analyzer:
             timings[stage] = now - clock
             clock = now
 
-        detections, full_scan = self._detect(image, frame_index)
+        detections, full_scan = self._detect(image)
         self._previous = detections.xyxy
         lap("detect")
         tracks = self.book.observe(self.tracker.update(detections), frame_index, time)
@@ -208,14 +231,20 @@ class Analyzer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _detect(self, image: np.ndarray, frame_index: int) -> tuple[sv.Detections, bool]:
+    def _detect(self, image: np.ndarray) -> tuple[sv.Detections, bool]:
         if not self.detector.needs_tiling(image.shape):
             return self.detector.detect(image), True
-        scan_due = self._last_scan is None or frame_index - self._last_scan >= self.options.scan_interval
-        if scan_due or not self.book.active:
-            self._last_scan = frame_index
+        if self._sweep is None:
+            # the first frame is scanned whole, so that whoever is already in view is found at once
+            self._sweep = RollingScan()
             return self.detector.detect(image), True
-        return self.detector.detect_regions(image, self._region_boxes()), False
+        passes = self.detector.scan_passes(image.shape)
+        due, completed = self._sweep.next(len(passes), self.options.scan_interval)
+        parts = [self.detector.detect_areas(image, [passes[i] for i in due])]
+        known = self._region_boxes()
+        if len(known):
+            parts.append(self.detector.detect_regions(image, known))
+        return merge_detections(parts, self.detector.options.merge_iou), completed
 
     def _region_boxes(self) -> np.ndarray:
         """Where to look between full scans: every known track, and last frame's new faces.

@@ -286,15 +286,29 @@ class FaceDetector:
     def needs_tiling(self, frame_shape: tuple[int, ...]) -> bool:
         return max(frame_shape[:2]) > self.options.tile_size * 1.25
 
+    def scan_passes(self, frame_shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+        """The detector passes of a full scan, as frame areas: the whole frame, then the tiles.
+
+        The whole-frame pass still catches faces too large for one tile.
+        """
+        height, width = frame_shape[:2]
+        passes = [(0, 0, width, height)]
+        if self.needs_tiling(frame_shape):
+            passes += tile_grid(width, height, self.options.tile_size, self.options.tile_overlap)
+        return passes
+
     def detect(self, frame_bgr: np.ndarray) -> sv.Detections:
         """All faces in the frame: one pass for small frames, whole frame plus tiles for large."""
-        height, width = frame_bgr.shape[:2]
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        parts = [self._detect_rgb(rgb, 0, 0)]
-        if self.needs_tiling(frame_bgr.shape):
-            # the whole-frame pass still catches faces too large for one tile
-            for x1, y1, x2, y2 in tile_grid(width, height, self.options.tile_size, self.options.tile_overlap):
-                parts.append(self._detect_rgb(rgb[y1:y2, x1:x2], x1, y1))
+        parts = [self._detect_rgb(rgb[y1:y2, x1:x2], x1, y1) for x1, y1, x2, y2 in self.scan_passes(frame_bgr.shape)]
+        return merge_detections(parts, self.options.merge_iou)
+
+    def detect_areas(self, frame_bgr: np.ndarray, areas: Sequence[tuple[int, int, int, int]]) -> sv.Detections:
+        """Faces in some of the scan's passes (`scan_passes`), for a scan spread over frames."""
+        parts = [
+            self._detect_rgb(cv2.cvtColor(frame_bgr[y1:y2, x1:x2], cv2.COLOR_BGR2RGB), x1, y1)
+            for x1, y1, x2, y2 in areas
+        ]
         return merge_detections(parts, self.options.merge_iou)
 
     def detect_regions(self, frame_bgr: np.ndarray, boxes: np.ndarray) -> sv.Detections:

@@ -1,8 +1,9 @@
-"""The region pass between full scans: all known faces in one mosaic, mapped back to the frame."""
+"""Large frames: the scan for new faces spread over frames, and all known faces in one mosaic."""
 
 import numpy as np
 import supervision as sv
 
+from realtime.analyzer import RollingScan
 from realtime.detection import MosaicCell, from_mosaic, mosaic_layouts
 from tests.test_detection import small_faces_frame
 
@@ -42,3 +43,17 @@ def test_region_pass_boxes_agree_with_the_full_scan(detector):
     # region (before the mosaic) agreed with the scan at 0.40-0.84, 0.68 on average.
     best = sv.box_iou_batch(full.xyxy, regions.xyxy).max(axis=1)
     assert best.min() >= 0.4 and best.mean() >= 0.65, best
+
+
+def test_rolling_scan_covers_every_pass_once_per_interval():
+    sweep = RollingScan()
+    slices = [sweep.next(9, 5) for _ in range(10)]
+    assert [list(due) for due, _ in slices[:5]] == [[0, 1], [2, 3], [4, 5], [6, 7], [8]]
+    assert [done for _, done in slices] == [False, False, False, False, True] * 2
+    assert list(RollingScan(position=7).next(3, 5)[0]) == [0]  # fewer passes after a size change
+
+
+def test_scan_passes_are_the_whole_frame_then_the_tiles(detector):
+    passes = detector.scan_passes((1080, 1920, 3))
+    assert passes[0] == (0, 0, 1920, 1080) and len(passes) == 9
+    assert detector.scan_passes((480, 640, 3)) == [(0, 0, 640, 480)]
