@@ -15,8 +15,9 @@ best parameters are then scored by stratified k-fold cross-validation (CV scores
 heads.json), and the final booster is refitted on all fitting rows with the mean best
 iteration count. `--timeout` bounds the whole fit (default 14 minutes): the searches
 stop starting trials at their share of it, and CV runs as many folds as the best
-trial's speed says fit in the rest (recorded in heads.json when fewer than --folds). With `--split` only the train split of `training.splits` is fitted;
-the validation split is then never seen, by the search included.
+trial's speed says fit in the rest (recorded in heads.json when fewer than --folds).
+With `--split` only the train split of `training.splits` is fitted; the validation
+split is then never seen, by the search included.
 
 Residual mode (the default when the features hold the pretrained heads' outputs): the
 boosters start from the pretrained backbone's own prediction instead of a constant,
@@ -147,9 +148,16 @@ class Task:
     init: np.ndarray | None  # LightGBM init_score (residual mode)
     weight: np.ndarray | None
     source: np.ndarray
-    folds: np.ndarray
+    folds: np.ndarray  # fold of each row for --folds; fold 0 is the search's hold-out
     max_bin: int = 63
+    labels: Labels | None = None  # the rows' labels, to re-fold for another k
+    seed_: int = 0  # seed of those folds
     _full: Any = None
+
+    def fold_ids(self, k: int) -> np.ndarray:
+        if k == int(self.folds.max()) + 1 or self.labels is None:
+            return self.folds
+        return fold_ids(self.labels, k, self.seed_)
 
     def full(self):
         """All rows binned once; folds and trials use subsets of it (shared bin edges)."""
@@ -334,17 +342,22 @@ def plan_cv(search_summary: dict[str, Any], folds: int, seconds: float) -> tuple
 
 def cross_validate(task: Task, params: dict[str, Any], k: int, log) -> tuple[dict[str, Any], np.ndarray, list[int]]:
     """Out-of-fold predictions and scores with early stopping in each fold."""
-    oof = np.zeros(len(task.y))
+    oof = np.full(len(task.y), np.nan)
     iterations = []
+    folds = task.fold_ids(k)
+    if int(folds.max()) + 1 != k:
+        raise ValueError(f"asked for {k} folds, the rows have {int(folds.max()) + 1}")
     for fold in range(k):
-        valid = np.flatnonzero(task.folds == fold)
-        train = np.flatnonzero(task.folds != fold)
+        valid = np.flatnonzero(folds == fold)
+        train = np.flatnonzero(folds != fold)
         booster = train_one(task, params, train, valid, MAX_ROUNDS)
         iterations.append(int(booster.best_iteration or booster.current_iteration()))
         oof[valid] = predict_task(task.name, booster, task.X[valid], None if task.init is None else task.init[valid], booster.best_iteration)
         log(f"  {task.name} CV fold {fold}: {task_score(task, valid, oof[valid]):.4f} ({iterations[-1]} rounds)")
+    if np.isnan(oof).any():
+        raise RuntimeError(f"{int(np.isnan(oof).sum())} rows got no out-of-fold prediction")
     scores: dict[str, Any] = {"folds": k, "best_iterations": iterations}
-    for name in ["all", *sorted(np.unique(task.source))]:
+    for name in ["all", *sorted(str(s) for s in np.unique(task.source))]:
         rows = np.ones(len(task.y), bool) if name == "all" else task.source == name
         if task.name == "gender":
             g = gender_metrics(task.y[rows], oof[rows])
@@ -380,6 +393,7 @@ def make_tasks(ds: Dataset, cfg: FitConfig, rows: np.ndarray) -> tuple[Task, Tas
     gender = Task(
         "gender", X, labels.male.astype(np.float64),
         X[:, gl].astype(np.float64) if mode == "residual" else None, None, labels.source, folds, cfg.max_bin,
+        labels=labels, seed_=cfg.seed,
     )
     known = ~np.isnan(labels.age)
     weight = None
@@ -391,7 +405,7 @@ def make_tasks(ds: Dataset, cfg: FitConfig, rows: np.ndarray) -> tuple[Task, Tas
     age = Task(
         "age", X[known], labels.age[known],
         X[known][:, am].astype(np.float64) if mode == "residual" else None, weight, labels.source[known], folds[known],
-        cfg.max_bin,
+        cfg.max_bin, labels=labels.subset(np.flatnonzero(known)), seed_=cfg.seed,
     )
     return gender, age, mode
 
