@@ -79,6 +79,7 @@ class FitConfig:
     split_seed: int = DEFAULT_SEED
     val_fraction: float = DEFAULT_VAL_FRACTION
     features_key: str = "features"
+    params_from: str = ""  # heads folder whose hyperparameters to reuse instead of searching
 
 
 # ---------------------------------------------------------------------------- data
@@ -327,6 +328,20 @@ class PruneCallback:
             raise optuna.TrialPruned()
 
 
+def reuse_params(heads_dir: Path, task: Task, cfg: FitConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Another fit's hyperparameters for this task (threads and seed from this config)."""
+    info = json.loads((heads_dir / HEADS_JSON).read_text())[task.name]
+    params = {**info["params"], **{k: v for k, v in task.base_params(cfg).items() if k in ("num_threads", "seed")}}
+    search = info["search"]
+    summary = {
+        "skipped": True,
+        "params_from": str(heads_dir),
+        "best_iteration": search.get("best_iteration", info["num_boost_round"]),
+        "seconds_per_round": search.get("seconds_per_round", 0.05),
+    }
+    return params, summary
+
+
 def plan_cv(search_summary: dict[str, Any], folds: int, seconds: float) -> tuple[int, int]:
     """How many CV folds fit in `seconds`, from the best trial's speed; and the round count
     for the final fit should there be no CV. A fold trains to early stopping (best
@@ -450,8 +465,12 @@ def fit(features: Path, labels_path: Path, out: Path, cfg: FitConfig, command: s
     for task, filename in ((gender, GENDER_MODEL), (age, AGE_MODEL)):
         t_task = time.perf_counter()
         budget = ends[(task.name, "search")] - time.perf_counter()
-        log(f"{task.name}: searching ({budget:.0f} s budget, {cfg.trials} trials at most)")
-        params, search_summary = search(task, cfg, budget, log)
+        if cfg.params_from:
+            params, search_summary = reuse_params(Path(cfg.params_from), task, cfg)
+            log(f"{task.name}: hyperparameters from {cfg.params_from}, no search")
+        else:
+            log(f"{task.name}: searching ({budget:.0f} s budget, {cfg.trials} trials at most)")
+            params, search_summary = search(task, cfg, budget, log)
         folds, rounds_hint = plan_cv(search_summary, cfg.folds, ends[(task.name, "cv")] - time.perf_counter())
         if folds >= 2:
             log(f"{task.name}: {folds}-fold CV with the best parameters")
@@ -617,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--mode", choices=["auto", "residual", "direct"], default="auto")
     f.add_argument("--age-weight", type=parse_weights, default={}, help="per-source age sample weights, e.g. wiki=0.5")
     f.add_argument("--features-key", default="features", help="array of the npz to use (features or features_noflip)")
+    f.add_argument("--params-from", default="", help="reuse the hyperparameters of this heads folder (no search)")
     f.add_argument("--quiet", action="store_true")
     s = sub.add_parser("score", help="print JSON metrics of fitted heads")
     s.add_argument("--heads", type=Path, required=True)
@@ -632,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = FitConfig(
             trials=args.trials, timeout=args.timeout, folds=args.folds, seed=args.seed, threads=args.threads,
             mode=args.mode, age_weights=args.age_weight, split=args.split, split_seed=args.split_seed,
-            val_fraction=args.val_fraction, features_key=args.features_key,
+            val_fraction=args.val_fraction, features_key=args.features_key, params_from=args.params_from,
         )
         command = "python -m training.heads " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
