@@ -7,9 +7,11 @@ in every frame, so `full` is the default.
 
 BlazeFace sees a 192x192 (full) or 128x128 (short) version of its input, so a 40 px
 face in a 1080p frame shrinks to a few pixels and vanishes. Large frames are therefore
-scanned in overlapping tiles, and between full scans the analyzer asks only for the
-regions around faces it already tracks (`detect_regions`), which costs a fraction of a
-scan. Every box and keypoint is mapped back to frame coordinates.
+scanned in overlapping tiles (`scan_passes`); the analyzer spreads that scan over
+several frames (`detect_areas`) and in every frame looks around the faces it already
+tracks (`detect_regions`), all of them in one mosaic and one pass. A pass costs about
+the same whatever its input's size (BlazeFace always sees 192x192), so the number of
+passes is the cost. Every box and keypoint is mapped back to frame coordinates.
 
 Results are `supervision.Detections`: `xyxy`, `confidence`, and `data["keypoints"]`
 with the six BlazeFace points per face in pixels (right eye, left eye, nose tip, mouth,

@@ -137,3 +137,18 @@ def test_identity_switches_are_counted_against_the_truth():
     assert quality["recall"] == pytest.approx(5 / 6, abs=1e-3)
     assert quality["precision"] == pytest.approx(5 / 6, abs=1e-3)
     assert quality["tracks_per_person"] == 1.5
+
+
+def test_report_tool_turns_reports_into_a_table_and_a_plot(walking_report, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, out = walking_report
+    png = tmp_path / "bench.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "realtime.bench_report", str(out), "--before", str(out), "--plot", str(png)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("| video |") and WALKING.name in lines[2]
+    assert any(line.startswith("| model | provider | batch 1 | batch 4 |") for line in lines)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
