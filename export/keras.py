@@ -148,13 +148,15 @@ def backbone_metadata(arch: str, weights: str, command: str) -> ModelMetadata:
     )
 
 
-def export_backbone(arch: str, weights: str, out: Path, parity_faces: int = 16, tol: float = 1e-4, seed: int = 0, command: str = "") -> dict:
-    """Build, convert, check parity on real faces, write `out`; returns a report."""
+def export_backbone(
+    arch: str, weights: str, out: Path, parity_faces: int = 16, tol: float = 1e-4, seed: int = 0, command: str = "", model=None
+) -> dict:
+    """Build (unless `model` is given), convert, check parity on real faces, write `out`."""
     from export.parity import ort_runner
     from training.keras_backbones import SPECS, build_backbone
 
     t0 = time.perf_counter()
-    model = build_backbone(arch, None if weights == "none" else weights, seed)
+    model = model if model is not None else build_backbone(arch, None if weights == "none" else weights, seed)
     spec = SPECS[arch]
     proto = keras_to_onnx(model, INPUT, spec.input_size)
     meta = backbone_metadata(arch, weights, command or f"python -m export.keras --arch {arch} --weights {weights}")

@@ -367,7 +367,7 @@ def fused_metadata(backbone_meta: ModelMetadata, heads, metrics: dict, command: 
     by_source = info.get("fit_rows_by_source", {})
     flip = " with horizontal-flip averaging" if spec.get("flip") else ""
     return ModelMetadata(
-        name="agegender-faceres-lightgbm",
+        name=f"agegender-{backbone_meta.name.split('-')[0]}-lightgbm",  # faceres-deep: agegender-faceres-lightgbm as before
         version=f"{time.strftime('%Y%m%d')}-{git_commit() or 'nogit'}",
         input_name=INPUT,
         input_size=backbone_meta.input_size,
