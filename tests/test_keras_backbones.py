@@ -162,3 +162,35 @@ def test_fused_with_direct_heads_runs_at_299(exported, tmp_path, face_crops):
     p_ref, age_ref = heads.predict(embed_features(load_backbone(path, 2), face_crops, False, False))
     assert np.abs(pred.p_male - p_ref).max() < 1e-3
     assert np.abs(pred.age - age_ref).max() < 0.05
+
+
+def test_backbone_without_heads_embeds_only(exported, face_crops):
+    from training.backbones import OnnxBackbone
+
+    backbone = OnnxBackbone(exported["inception_v3"][1], threads=2)
+    assert not backbone.has_heads and backbone.input_size == 299
+    emb = backbone.embed(face_crops[:2])
+    assert emb.embedding.shape == (2, 2048) and emb.p_male is None and emb.age_probs is None
+
+
+def test_vggface_weights_load_from_keras2_h5(tmp_path):
+    """keras-vggface files are Keras 2 h5: model_weights/<layer>/<layer>/{kernel,bias}:0,
+    with fc6..fc8 in the with-top file, which the pooled model skips."""
+    import h5py
+
+    source = build_backbone("vggface", None, seed=1)
+    path = tmp_path / "rcmalli_vggface_tf_vgg16.h5"
+    with h5py.File(path, "w") as f:
+        root = f.create_group("model_weights")
+        for layer in source.layers:
+            group = root.create_group(layer.name)
+            if layer.weights:
+                inner = group.create_group(layer.name)
+                for w in layer.weights:
+                    inner.create_dataset(f"{w.name}:0", data=np.asarray(w))
+        root.create_group("fc8").create_group("fc8").create_dataset("kernel:0", data=np.zeros((4, 2)))
+    loaded = build_backbone("vggface", str(path), seed=2)
+    for a, b in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(SystemExit, match="not found"):
+        build_backbone("vggface", str(tmp_path / "missing.h5"))

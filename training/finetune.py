@@ -135,7 +135,7 @@ def build_model(arch: str, separate_age_by_gender: bool, faceres_path: Path = DE
     import keras
     from keras import layers
 
-    from training.keras_backbones import faceres_base, load_faceres_weights, simple_cnn_base
+    from training.keras_backbones import faceres_base, load_faceres_weights, onnx_layer_weights, simple_cnn_base
 
     keras.utils.set_random_seed(seed)
     if arch == "faceres":
@@ -160,21 +160,16 @@ def build_model(arch: str, separate_age_by_gender: bool, faceres_path: Path = DE
         outputs["age_probs"] = layers.Dense(N_AGE_CLASSES, activation="softmax", name="age_pred")(feats)
     model = keras.Model(base.input, outputs, name=f"finetune_{arch}")
     if arch == "faceres":
-        # backbone and gender/feats layers from the ONNX file; a single age head too
-        load_faceres_weights(model, faceres_path, heads=False)
-        pretrained = dict(zip(["feats", "gender_pred", "age_pred"], [w for _, w in _faceres_heads(faceres_path)]))
-        model.get_layer("feats").set_weights(pretrained["feats"])
-        model.get_layer("gender_pred").set_weights(pretrained["gender_pred"])
-        # both per-gender heads start as the pretrained age head: training moves them apart
-        for name in ("age_pred_male", "age_pred_female") if separate_age_by_gender else ("age_pred",):
-            model.get_layer(name).set_weights(pretrained["age_pred"])
+        # backbone, feats and gender head from the ONNX file; the age head too, into both
+        # per-gender heads when there are two (training moves them apart)
+        weights = onnx_layer_weights(faceres_path)
+        load_faceres_weights(model, weights, heads=not separate_age_by_gender)
+        if separate_age_by_gender:
+            model.get_layer("feats").set_weights(weights[-3][1])
+            model.get_layer("gender_pred").set_weights(weights[-2][1])
+            for name in ("age_pred_male", "age_pred_female"):
+                model.get_layer(name).set_weights(weights[-1][1])
     return model
-
-
-def _faceres_heads(path: Path) -> list:
-    from training.keras_backbones import onnx_layer_weights
-
-    return onnx_layer_weights(path)[-3:]
 
 
 def export_outputs(raw: dict) -> dict:
@@ -197,6 +192,9 @@ def make_dataset(crops: np.ndarray, male: np.ndarray, age: np.ndarray, spec: Ker
         ds = ds.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
     mean = tf.constant(spec.mean, tf.float32)
 
+    # plain TF ops and tf.cond: nothing for AutoGraph to convert (its gast parser fails on
+    # this function with the installed versions and warns)
+    @tf.autograph.experimental.do_not_convert
     def prep(image, m, a, k):
         x = tf.cast(image, tf.float32)
         if shuffle:  # training: mirror half the faces
@@ -380,11 +378,15 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
     val_crops = load_crops(labels, val_rows, spec, cache) if len(val_rows) else None
 
     model = build_model(cfg.arch, cfg.separate_age_by_gender, faceres, cfg.seed)
+    metrics: dict[str, Any] = {}
+    if val_crops is not None and cfg.arch == "faceres":
+        # the pretrained starting point on the same rows: what the fine-tune has to beat
+        metrics["validation_before_training"] = evaluate(model, val_crops, labels, spec)
+        print(f"[metrics] validation before training: {json.dumps(metrics['validation_before_training'])}", flush=True)
     rows = labels.subset(train_rows)
     dataset = make_dataset(train_crops.crops, rows.male, rows.age, spec, cfg.batch_size, True, cfg.seed)
     history = train(model, dataset, cfg)
 
-    metrics: dict[str, Any] = {}
     if val_crops is not None:
         metrics["validation"] = evaluate(model, val_crops, labels, spec)
         metrics["validation_split"] = {"seed": cfg.split_seed, "val_fraction": cfg.val_fraction}

@@ -260,16 +260,17 @@ def onnx_layer_weights(path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
     return layers
 
 
-def load_faceres_weights(model, onnx_path: str | Path, heads: bool = True) -> list[str]:
-    """Set the faceres layers of `model` (named as `faceres_layer_order`) from the ONNX file.
+def load_faceres_weights(model, source: str | Path | list, heads: bool = True) -> list[str]:
+    """Set the faceres layers of `model` (named as `faceres_layer_order`) from the ONNX file
+    (or from `onnx_layer_weights` of it, already read).
 
     Returns the names of the layers set. With heads=False the pretrained feats/gender/age
     layers are not required in `model`.
     """
-    weights = onnx_layer_weights(onnx_path)
+    weights = source if isinstance(source, list) else onnx_layer_weights(source)
     names = faceres_layer_order()
     if len(weights) != len(names):
-        raise ValueError(f"{onnx_path}: {len(weights)} weighted layers, the faceres layout has {len(names)}")
+        raise ValueError(f"{len(weights)} weighted layers in the ONNX file, the faceres layout has {len(names)}")
     done = []
     for name, (kind, arrays) in zip(names, weights):
         if not heads and name in ("feats", "gender_pred", "age_pred"):
