@@ -369,8 +369,13 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
     spec = SPECS[cfg.arch] if cfg.arch in ARCHES else None
     if spec is None:
         raise SystemExit(f"unknown --arch {cfg.arch!r}: choose one of {', '.join(ARCHES)}")
+    if cfg.arch == "faceres" and not Path(faceres).is_file():
+        raise SystemExit(f"faceres ONNX model not found: {faceres} (pass --faceres)")
     print(f"[device] TensorFlow sees {[d.name for d in tf.config.list_physical_devices('GPU')] or 'no GPU: training on the CPU'}", flush=True)
-    labels = load_labels(labels_path)
+    try:
+        labels = load_labels(labels_path)
+    except ValueError as exc:  # a malformed labels.csv: say which, without a traceback
+        raise SystemExit(f"{labels_path}: {exc}") from None
     train_rows, val_rows = select_rows(labels, cfg)
     if len(train_rows) == 0:
         raise SystemExit("no training rows selected (check --limit and --split)")
