@@ -21,19 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.paths import DEFAULT_MODEL, ROOT, SHARED_DATA
+from realtime.paths import BACKBONE_MODEL, ROOT, SHARED_DATA
 
 FACES = SHARED_DATA / "faces"
-# the shipped backbone; until it is committed, the same network kept in /tmp
-FALLBACK_BACKBONE = Path("/tmp/faceres_tmp.onnx")
 PER_SOURCE = 240
 
 
 def backbone_path() -> Path | None:
-    for path in (DEFAULT_MODEL, FALLBACK_BACKBONE):
-        if path.is_file():
-            return path
-    return None
+    return BACKBONE_MODEL if BACKBONE_MODEL.is_file() else None
 
 
 def run_module(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
