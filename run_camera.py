@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-confidence", type=probability, default=0.5, help="detector score threshold (default 0.5)")
     g.add_argument("--track-timeout", type=positive_float, default=1.0, help="seconds without a detection before a person counts as gone (default 1)")
     g.add_argument("--refresh", type=positive_int, default=15, help="re-estimate each face at least every N frames (default 15)")
-    g.add_argument("--scan-interval", type=positive_int, default=5, help="large frames: full tiled face scan every N frames (default 5)")
+    g.add_argument("--scan-interval", type=positive_int, help="large frames: full tiled face scan spread over N frames (default: 0.3 s of video)")
     g.add_argument("--tile-size", type=positive_int, default=640, help="tile side for scanning large frames (default 640)")
     g.add_argument("--folder-fps", type=positive_float, default=25.0, help="frame rate assigned to an image folder (default 25)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
