@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 
 from export.metadata import write_metadata
+from export.optimize import optimize
 from realtime.metadata import ModelMetadata
 
 OPSET = 17  # what the other exporters write; onnxruntime >= 1.14 runs it
@@ -62,7 +63,7 @@ def keras_to_onnx(model, input_name: str, input_size: int, outputs: Callable | N
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=OPSET)
     name_batch_axis(proto)
-    onnx.checker.check_model(proto)
+    optimize(proto)  # checks the model too
     return proto
 
 

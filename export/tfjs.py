@@ -36,6 +36,7 @@ import numpy as np
 
 from export.faces import FACES_DIR, REPO_ROOT, batches, evaluate, load_labels, sample_faces
 from export.metadata import write_metadata
+from export.optimize import PROVENANCE_NOTE, optimize
 from export.parity import ParityReport, Runner, compare_runners, ort_runner
 from realtime.metadata import ModelMetadata
 
@@ -315,7 +316,7 @@ def convert(model_json: Path, opset: int = OPSET):
         model = graph.make_model(f"converted from TFJS {model_json.name} by export/tfjs.py")
     make_batch_dynamic(model)
     canonicalize_generated_names(model)
-    onnx.checker.check_model(model)
+    optimize(model)  # relu6 as one Clip that onnxruntime fuses into the Conv; checks the model
     return model
 
 
@@ -460,7 +461,7 @@ def provenance(variant: Variant) -> str:
     files = ", ".join(f"{m.removeprefix('package/')} sha256 {sha}" for m, sha in variant.files.items())
     return (
         f"npm {variant.spec}: {files}; converted by export/tfjs.py with tf2onnx {tf2onnx.__version__}, "
-        f"opset {OPSET}, batch dimension made dynamic"
+        f"opset {OPSET}, batch dimension made dynamic; {PROVENANCE_NOTE}"
     )
 
 

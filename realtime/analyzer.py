@@ -30,6 +30,11 @@ STAGES = ("detect", "track", "crop", "infer")
 # a detection overlapping every tracked box less than this is a face not yet tracked
 NEW_FACE_IOU = 0.3
 SCAN_SECONDS = 0.3
+# detections a second that the automatic detector interval keeps: at 15 Hz a face walking
+# across the frame moves a few pixels between detections, and ByteTrack's Kalman filter
+# and the boxes' velocity carry it (at 30 fps: 2.5% fewer true face boxes shown, no
+# identity switches, 1.5x the frames per second; docs/benchmarks.md)
+DETECT_HZ = 15.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,24 @@ class AnalyzerOptions:
     scan_interval: int | None = None
     # frontalness at or above which a face counts as looking at the camera (kiosk)
     attention_frontal: float = 0.6
+    # run the detector on every Nth frame only; in between, each face seen at the last
+    # detection moves on by its tracked velocity and the model does not run. Detection is
+    # most of a frame's cost, so 2 nearly doubles what a CPU keeps up with, at the price
+    # of boxes that lag on sudden moves and faces that appear or leave up to N-1 frames
+    # late (docs/benchmarks.md measures both). 1: every frame; None: the most frames
+    # that still detect DETECT_HZ times a second (1 up to 29 fps, 2 at 30 fps, 4 at 60)
+    detect_every: int | None = None
+
+
+def detect_interval(fps: float, every: int | None = None) -> int:
+    """Frames per detector run: `every` when given, else as many as keep DETECT_HZ."""
+    if every is not None:
+        if every < 1:
+            raise ValueError(f"detect_every must be at least 1, got {every}")
+        return every
+    if not (fps and math.isfinite(fps) and fps > 0):
+        return 1
+    return max(1, math.floor(fps / DETECT_HZ + 1e-9))
 
 
 @dataclass(frozen=True)
@@ -164,10 +187,13 @@ class Analyzer:
         self.options = options
         self.detector = detector
         self.model = model
-        self.tracker = FaceTracker(options.tracker, options.fps)
+        self.detect_every = detect_interval(options.fps, options.detect_every)
+        # the tracker sees only the detection frames: its frame rate is theirs
+        self.tracker = FaceTracker(options.tracker, options.fps / self.detect_every)
         self.book = TrackBook(options.tracker)
         self._sweep: RollingScan | None = None  # None until the first frame's full scan
         self._previous = np.zeros((0, 4), np.float32)  # the last frame's detections
+        self._seen: list[tuple[Track, FaceQuality]] = []  # the last detection frame's faces
         self.frames = 0
         self.faces_inferred = 0
 
@@ -182,13 +208,16 @@ class Analyzer:
         """Frames a full tiled scan of a large frame is spread over."""
         if self.options.scan_interval is not None:
             return self.options.scan_interval
-        return max(1, round(SCAN_SECONDS * self.options.fps))
+        # counted in detection frames, so that a sweep still spans SCAN_SECONDS
+        return max(1, round(SCAN_SECONDS * self.options.fps / self.detect_every))
 
     @property
     def providers(self) -> list[str]:
         return self.model.providers
 
     def process(self, image: np.ndarray, frame_index: int, time: float) -> FrameResult:
+        if self.frames % self.detect_every:
+            return self._coast(frame_index, time)
         timings: dict[str, float] = {}
         clock = _time.perf_counter()
 
@@ -223,10 +252,24 @@ class Analyzer:
             track.last_inferred_frame = frame_index
             track.best_score = max(track.best_score, quality.score)
         faces = [self._face_result(t, q, t.track_id in chosen) for t, q in zip(tracks, qualities)]
+        self._seen = list(zip(tracks, qualities))
         finished = [summarize(t) for t in self.book.expire(time)]
         self.frames += 1
         self.faces_inferred += len(to_infer)
         return FrameResult(frame_index, time, faces, finished, timings, full_scan)
+
+    def _coast(self, frame_index: int, time: float) -> FrameResult:
+        """A frame the detector skips: the last detection's faces, moved by their velocity."""
+        started = _time.perf_counter()
+        self._seen = [(t, q) for t, q in self._seen if t.track_id in self.book.active]
+        faces = [
+            self._face_result(t, q, False, t.predicted_box(frame_index), t.predicted_keypoints(frame_index))
+            for t, q in self._seen
+        ]
+        finished = [summarize(t) for t in self.book.expire(time)]
+        self.frames += 1
+        # not a full scan: a sweep of large frames completes only on detection frames
+        return FrameResult(frame_index, time, faces, finished, {"track": _time.perf_counter() - started}, False)
 
     def finish(self) -> list[TrackSummary]:
         """End every open track (the source ended or the user stopped)."""
@@ -284,7 +327,17 @@ class Analyzer:
         ]
         return scheduling.select(candidates, self.options.schedule)
 
-    def _face_result(self, track: Track, quality: FaceQuality, inferred: bool) -> FaceResult:
+    def _face_result(
+        self,
+        track: Track,
+        quality: FaceQuality,
+        inferred: bool,
+        box: np.ndarray | None = None,
+        keypoints: np.ndarray | None = None,
+    ) -> FaceResult:
+        """The face as shown; `box` and `keypoints` default to the track's last detection."""
+        if box is None:
+            box, keypoints = track.box, track.keypoints
         attentive = quality.frontal >= self.options.attention_frontal
         if attentive:
             track.frames_attentive += 1
@@ -294,7 +347,7 @@ class Analyzer:
         shown = smoothing.display(track.estimate)
         return FaceResult(
             track_id=track.track_id,
-            box=tuple(float(v) for v in track.box),  # type: ignore[arg-type]
+            box=tuple(float(v) for v in box),  # type: ignore[arg-type]
             confidence=track.confidence,
             age=shown.age,
             age_std=shown.age_std,
@@ -303,5 +356,5 @@ class Analyzer:
             inferred=inferred,
             quality=quality,
             attentive=attentive,
-            keypoints=None if track.keypoints is None else tuple((float(x), float(y)) for x, y in track.keypoints),
+            keypoints=None if keypoints is None else tuple((float(x), float(y)) for x, y in keypoints),
         )

@@ -35,6 +35,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -48,7 +49,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from .analyzer import STAGES, Analyzer, AnalyzerOptions, FaceResult, FrameResult  # noqa: E402
+from .analyzer import STAGES, Analyzer, AnalyzerOptions, FaceResult, FrameResult, detect_interval  # noqa: E402
 from .crops import face_crop  # noqa: E402
 from .detection import DetectorOptions, FaceDetector  # noqa: E402
 from .errors import UserError  # noqa: E402
@@ -485,6 +486,10 @@ class BenchOptions:
     throughput_seconds: float = 2.0
     repeat: int = 1
     naive: bool = True
+    # the pipeline is measured once per value (AnalyzerOptions.detect_every); the first
+    # is the headline `pipeline_fps`, the others are reported beside it. None: the
+    # product's automatic interval for the video, and every frame beside it
+    detect_every: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -492,6 +497,7 @@ class Measurements:
     decoded: PhaseResult
     pipeline: PhaseResult
     naive: PhaseResult | None
+    variants: dict[int, PhaseResult]  # detect_every -> pipeline run, the headline one included
     throughput: list[dict[str, Any]]
     load_before: list[float] | None
     load_after: list[float] | None
@@ -513,16 +519,21 @@ def benchmark(options: BenchOptions, log: Callable[[str], None]) -> dict[str, An
     model = AgeGenderModel.create(options.model, options.device)
     detector = FaceDetector.create_from_options(DetectorOptions())
     analyzer_options = AnalyzerOptions(model_path=options.model, device=options.device, fps=info.fps)
+    variants: dict[int, PhaseResult] = {}
     load_before = load_average()
     try:
         model.predict(np.zeros((1, model.input_size, model.input_size, 3), np.uint8))  # load-time work off the clock
         log("decode only")
         decoded = fastest(lambda: decode_only(options.source, options.max_frames), options.repeat)
-        log("pipeline")
-        pipeline = fastest(
-            lambda: run_pipeline(options.source, Analyzer(analyzer_options, detector, model), options.max_frames),
-            options.repeat,
-        )
+        intervals = options.detect_every or (detect_interval(info.fps), 1)
+        for every in dict.fromkeys(intervals):
+            log(f"pipeline, detector on every {every_text(every)}")
+            variant = dataclasses.replace(analyzer_options, detect_every=every)
+            variants[every] = fastest(
+                lambda: run_pipeline(options.source, Analyzer(variant, detector, model), options.max_frames),
+                options.repeat,
+            )
+        pipeline = variants[intervals[0]]
         naive = None
         if options.naive:
             log("naive loop")
@@ -533,8 +544,30 @@ def benchmark(options: BenchOptions, log: Callable[[str], None]) -> dict[str, An
     rss_videos = peak_rss_mb()
     models = [Path(options.model), *fp16_models(Path(options.model))]
     throughput = model_throughput(models, available_devices(), options.batches, options.throughput_seconds, log)
-    measured = Measurements(decoded, pipeline, naive, throughput, load_before, load_average(), rss_videos)
+    measured = Measurements(decoded, pipeline, naive, variants, throughput, load_before, load_average(), rss_videos)
     return build_report(options, info, model, measured)
+
+
+def every_text(every: int) -> str:
+    return "frame" if every == 1 else f"{every}th frame" if every > 3 else ("2nd frame" if every == 2 else "3rd frame")
+
+
+def variant_rows(m: Measurements, truth: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per detection interval: speed, ratios and, where the truth is known, tracking."""
+    rows = []
+    for every, phase in m.variants.items():
+        data = phase.to_json()
+        shown = data.pop("shown")
+        rows.append({
+            "detect_every": every,
+            "fps": round(phase.fps, 3),
+            "cpu_ms_per_frame": data.get("cpu_ms_per_frame"),
+            "vs_naive": ratio(phase.fps, m.naive.fps if m.naive else None),
+            "vs_decode": ratio(phase.fps, m.decoded.fps),
+            "people": data.get("people"),
+            "tracking": tracking_quality(truth, shown) if truth else None,
+        })
+    return rows
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -578,6 +611,7 @@ def build_report(options: BenchOptions, info: Any, model: AgeGenderModel, m: Mea
         "pipeline": pipeline_json,
         "naive": m.naive.to_json() if m.naive else None,
         "tracking": tracking_quality(truth, shown) if truth else None,
+        "detect_every": variant_rows(m, truth),
         "source": {
             "path": info.name, "kind": info.kind, "width": info.width, "height": info.height,
             "fps": info.fps, "frame_count": info.frame_count, "frames_measured": m.decoded.frames,
@@ -586,6 +620,7 @@ def build_report(options: BenchOptions, info: Any, model: AgeGenderModel, m: Mea
             "model": str(options.model), "model_name": model.metadata.name, "device": options.device,
             "providers": model.providers, "max_frames": options.max_frames, "batches": list(options.batches),
             "repeat": options.repeat, "throughput_seconds": options.throughput_seconds,
+            "detect_every": [row for row in m.variants],
         },
         "machine": machine_info(),
         "load_average": {"before": m.load_before, "after": m.load_after},
@@ -614,6 +649,8 @@ def runs_table(report: dict[str, Any]) -> Table:
             inferred = "" if name == "decode" else str(phase["faces_inferred"])
             table.add_row(label, _fmt(phase["fps"]), _fmt(phase["cpu_ms_per_frame"]), faces, inferred)
     ratios = report["ratios"]
+    for row in report.get("detect_every", [])[1:]:
+        table.add_row(f"pipeline, detector on every {every_text(row['detect_every'])}", _fmt(row["fps"]), _fmt(row["cpu_ms_per_frame"]))
     table.add_row("pipeline / naive", _fmt(ratios["pipeline_vs_naive"], 2, "x"))
     table.add_row("pipeline / decode only", _fmt(ratios["pipeline_vs_decode"], 2, "x"))
     table.add_row("peak memory (video runs)", f"{report['peak_rss_mb']:.0f} MB")
@@ -659,12 +696,27 @@ def tracking_table(tracking: dict[str, Any]) -> Table:
     return table
 
 
+def intervals_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="detector interval (--detect-every), measured side by side")
+    for column in ("detect every", "fps", "/ naive", "/ decode", "people", "ID switches", "recall"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        tracking = row["tracking"] or {}
+        table.add_row(
+            str(row["detect_every"]), _fmt(row["fps"]), _fmt(row["vs_naive"], 2, "x"), _fmt(row["vs_decode"], 2, "x"),
+            str(row["people"]), str(tracking.get("id_switches", "-")), str(tracking.get("recall", "-")),
+        )
+    return table
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(runs_table(report))
     console.print(stages_table(report))
     console.print(throughput_table(report))
     if report["tracking"]:
         console.print(tracking_table(report["tracking"]))
+    if len(report.get("detect_every", [])) > 1:
+        console.print(intervals_table(report["detect_every"]))
     if not report["gpu_measured"]:
         console.print("no GPU execution provider in this onnxruntime: CPU figures only")
 
@@ -716,6 +768,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=batch_list, default=BATCH_SIZES, help="batch sizes for model throughput (default 1,8,32,64)")
     p.add_argument("--throughput-seconds", type=positive_float, default=2.0, help="seconds spent per batch size (default 2)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive loop (slow on large videos)")
+    p.add_argument("--detect-every", type=batch_list,
+                   help="run the detector on every Nth frame; a list (1,2) measures each side by side, the first is the headline "
+                   "(default: the product's automatic interval for the video, then every frame)")
     return p
 
 
@@ -725,6 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = BenchOptions(
         source=args.source, model=args.model, device=args.device, max_frames=args.max_frames,
         batches=args.batches, throughput_seconds=args.throughput_seconds, repeat=args.repeat, naive=not args.no_naive,
+        detect_every=args.detect_every,
     )
     try:
         if args.json is not None:

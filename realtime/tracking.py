@@ -22,6 +22,10 @@ import supervision as sv
 
 from .smoothing import TrackEstimate
 
+# weight of the previous velocity: detector boxes jitter by a few pixels, so the raw
+# frame-to-frame step alone would shake the boxes drawn between detections
+VELOCITY_SMOOTHING = 0.5
+
 
 @dataclass(frozen=True)
 class TrackerOptions:
@@ -50,6 +54,19 @@ class Track:
     frames_attentive: int = 0
     glances: int = 0
     was_attentive: bool = False
+    # box motion per frame (x1, y1, x2, y2), smoothed over detections: moves the box on
+    # frames the detector skips (AnalyzerOptions.detect_every)
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+
+    def predicted_box(self, frame: int) -> np.ndarray:
+        """Where the face should be at `frame`, moving on from its last detection."""
+        return self.box + self.velocity * float(frame - self.last_frame)
+
+    def predicted_keypoints(self, frame: int) -> np.ndarray | None:
+        if self.keypoints is None:
+            return None
+        shift = self.predicted_box(frame) - self.box
+        return self.keypoints + np.array([(shift[0] + shift[2]) / 2, (shift[1] + shift[3]) / 2], np.float32)
 
 
 class FaceTracker:
@@ -99,6 +116,8 @@ class TrackBook:
                 track = Track(public, frame, time, frame, time, tracked.xyxy[i].copy(), kps, float(tracked.confidence[i]))
                 self.active[public] = track
             else:
+                step = (tracked.xyxy[i] - track.box) / max(1, frame - track.last_frame)
+                track.velocity = (VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * step).astype(np.float32)
                 track.last_frame, track.last_time = frame, time
                 track.box, track.keypoints = tracked.xyxy[i].copy(), kps
                 track.confidence = float(tracked.confidence[i])

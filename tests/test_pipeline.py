@@ -87,3 +87,40 @@ def test_batched_inference_equals_one_by_one(model, detector):
         alone = model.predict(crop[None])
         assert abs(alone.age[0] - together.age[i]) < 1e-3
         assert abs(alone.p_male[0] - together.p_male[i]) < 1e-4
+
+
+def test_detect_interval_follows_the_frame_rate():
+    from realtime.analyzer import detect_interval
+
+    assert [detect_interval(f) for f in (12.5, 15, 25, 29.97, 30, 60)] == [1, 1, 1, 1, 2, 4]
+    assert detect_interval(float("nan")) == 1 and detect_interval(30, 1) == 1 and detect_interval(25, 3) == 3
+    with pytest.raises(ValueError):
+        detect_interval(30, 0)
+
+
+def test_detecting_every_third_frame_keeps_the_webcam_person(webcam_run, model_path):
+    # the same clip with the detector skipping two frames in three: the person stays one
+    # track, labelled the same, shown on every frame, and the model runs only on the
+    # frames the detector saw
+    people, frames, analyzer = analyze(WEBCAM, model_path, detect_every=3)
+    assert len(people) == 1 and people[0].gender == "male"
+    assert abs(people[0].age - webcam_run[0][0].age) < 3
+    assert all(len(r.faces) == 1 for r in frames[1:])
+    assert all(not f.inferred for i, r in enumerate(frames) if i % 3 for f in r.faces)
+    assert people[0].frames_seen <= len(frames) / 3 + 1
+
+
+def test_boxes_between_detections_move_with_the_face(model_path):
+    # walkers come toward the camera: a box carried between detections keeps close to
+    # where the detector puts it on the next detection frame
+    _, every, _ = analyze(WALKING, model_path, detect_every=1)
+    _, skipping, _ = analyze(WALKING, model_path, detect_every=2)
+    import supervision as sv
+
+    ious = []
+    for full, coasted in zip(every[5::2][:15], skipping[5::2][:15]):  # odd frames: no detector
+        a = np.array([f.box for f in full.faces], np.float32).reshape(-1, 4)
+        b = np.array([f.box for f in coasted.faces], np.float32).reshape(-1, 4)
+        if len(a) and len(b):
+            ious.extend(sv.box_iou_batch(b, a).max(axis=1))
+    assert len(ious) >= 20 and float(np.median(ious)) > 0.7, ious

@@ -213,6 +213,7 @@ def run_from_args(args: argparse.Namespace, console: Any) -> int:
                 tracker=TrackerOptions(timeout_s=args.track_timeout),
                 schedule=ScheduleOptions(refresh_frames=args.refresh),
                 scan_interval=args.scan_interval,
+                detect_every=args.detect_every,
             )
             with Analyzer.create_from_options(analyzer_options) as analyzer:
                 session = KioskSession(store, options.rules, source.info.fps, source)
