@@ -15,6 +15,13 @@ and the detector in between (measured on the 2-core development machine, 480p cl
 more per face, not less (19 ms of CPU per face alone, 25-28 ms in batches of 8-32 whose
 activations outgrow the caches), so batching pays on GPUs; the scheduler keeps CPU
 batches small by inferring only the faces that need it.
+
+On the CPU a batch also runs in chunks of at most CPU_CHUNK faces. onnxruntime's memory
+arena grows to the largest batch it has seen and never shrinks (about 10 MB per face
+here), so a kiosk's memory stepped up whenever a crowd brought a new largest batch,
+hours into a run; chunks of 4 are as fast per face as any batch on these cores, and the
+arena is grown to that size once, at load, so resident memory stays flat (a one-hour
+kiosk soak: README).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ PROVIDER_FOR: dict[str, str] = {
 # TensorRT builds an engine per input shape unless told the range of batch sizes; the
 # scheduler sends at most 64 faces a frame (ScheduleOptions.max_per_frame)
 TRT_MAX_BATCH = 64
+CPU_CHUNK = 4  # see the module docstring
 TRT_CACHE_DIR = Path(os.environ.get("AGEGENDER_TRT_CACHE", Path.home() / ".cache" / "agegender" / "tensorrt"))
 ONNX_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -128,6 +136,8 @@ class AgeGenderModel:
         inputs = {i.name: i.type for i in session.get_inputs()}  # type: ignore[attr-defined]
         # fp16 models usually keep float32 inputs; one exported without them takes float16
         self._input_dtype = ONNX_TO_NUMPY.get(inputs.get(metadata.input_name, ""), np.float32)
+        on_cpu = self.providers[:1] == [PROVIDER_FOR["cpu"]]
+        self.chunk: int | None = CPU_CHUNK if on_cpu else None
 
     @classmethod
     def create(cls, path: str | Path, device: str = "auto", threads: int = 0) -> "AgeGenderModel":
@@ -146,7 +156,21 @@ class AgeGenderModel:
         check_io(session, metadata, path)
         if device in ("cuda", "tensorrt") and PROVIDER_FOR[device] not in session.get_providers():
             raise UserError(f"device {device!r} failed to initialise (onnxruntime fell back to {session.get_providers()})")
-        return cls(session, metadata, path)
+        model = cls(session, metadata, path)
+        if model.chunk:
+            model.warm_up()
+        return model
+
+    def warm_up(self) -> None:
+        """Grow the CPU arena to its final size now, not at the first crowd (module docstring).
+
+        onnxruntime plans memory per input shape on a shape's first run and allocates the
+        plan on its second, so every chunk size runs twice (about 0.3 s on 2 cores).
+        """
+        zeros = np.zeros((self.chunk or 1, self.input_size, self.input_size, 3), np.uint8)
+        for _ in range(2):
+            for size in range(len(zeros), 0, -1):
+                self.predict(zeros[:size])
 
     @property
     def providers(self) -> list[str]:
@@ -173,8 +197,7 @@ class AgeGenderModel:
             empty = np.zeros((0,), np.float32)
             return Predictions(empty, empty, empty)
         meta = self.metadata
-        outputs = [meta.age_output, meta.gender_output]
-        age_raw, gender_raw = self.session.run(outputs, {meta.input_name: self.preprocess(crops)})  # type: ignore[attr-defined]
+        age_raw, gender_raw = self._run(crops)
         p_male = np.asarray(gender_raw, np.float32).reshape(len(crops), -1)[:, 0]
         if meta.age_kind == "softmax":
             age, age_std = age_from_softmax(np.asarray(age_raw).reshape(len(crops), -1))
@@ -182,6 +205,20 @@ class AgeGenderModel:
             age = np.asarray(age_raw, np.float32).reshape(len(crops), -1)[:, 0]
             age_std = np.zeros_like(age)
         return Predictions(age=age, age_std=age_std, p_male=p_male)
+
+
+    def _run(self, crops: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw age and gender outputs, one run per chunk of the batch."""
+        meta = self.metadata
+        outputs = [meta.age_output, meta.gender_output]
+        step = self.chunk or len(crops)
+        parts = [
+            self.session.run(outputs, {meta.input_name: self.preprocess(crops[i : i + step])})  # type: ignore[attr-defined]
+            for i in range(0, len(crops), step)
+        ]
+        if len(parts) == 1:
+            return np.asarray(parts[0][0]), np.asarray(parts[0][1])
+        return np.concatenate([np.asarray(p[0]) for p in parts]), np.concatenate([np.asarray(p[1]) for p in parts])
 
 
 def read_session_metadata(session: object, path: Path) -> ModelMetadata:

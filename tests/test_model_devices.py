@@ -41,3 +41,20 @@ def test_the_session_reports_the_providers_it_really_uses(model_path):
     available = ort.get_available_providers()
     assert model.providers and set(model.providers) <= set(available)
     assert model.providers[-1] == "CPUExecutionProvider"
+
+
+def test_cpu_batches_run_in_chunks_with_the_same_results(model, labels):
+    # eleven real faces: three chunks of at most four, concatenated in order
+    import cv2
+    import numpy as np
+
+    from tests.conftest import read_face
+
+    assert model.chunk == 4
+    size = model.input_size
+    crops = np.array([cv2.resize(read_face(row), (size, size)) for row in labels[::3000][:11]])
+    together = model.predict(crops)
+    alone = [model.predict(crop[None]) for crop in crops]
+    np.testing.assert_allclose(together.age, [p.age[0] for p in alone], atol=1e-3)
+    np.testing.assert_allclose(together.p_male, [p.p_male[0] for p in alone], atol=1e-4)
+    assert together.age.std() > 1.0  # eleven different people, not one repeated answer
