@@ -86,6 +86,7 @@ def test_rewrite_restores_the_clips_and_keeps_outputs(shipped: onnx.ModelProto, 
     assert before["gender_pred/Sigmoid"].std() > 0.05  # real faces, not a constant output
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the converter notes each tiny weight it rounds
 def test_float16_form_is_fused_exactly(shipped: onnx.ModelProto, faces: np.ndarray) -> None:
     pytest.importorskip("onnxconverter_common")
     from export.tfjs import to_fp16
