@@ -145,7 +145,8 @@ def run(args: argparse.Namespace, console: object) -> int:
             info = source.info
             console.print(  # type: ignore[attr-defined]
                 f"source: {info.kind} {info.name} {info.width}x{info.height} @ {info.fps:g} fps | "
-                f"model: {analyzer.model.metadata.name} ({args.model.name}) | providers: {', '.join(analyzer.providers)}",
+                f"model: {analyzer.model.metadata.name} ({args.model.name}) | providers: {', '.join(analyzer.providers)} | "
+                f"detector: every {'frame' if analyzer.detect_every == 1 else f'{analyzer.detect_every} frames'}",
                 soft_wrap=True,
             )
             run_options = RunOptions(

@@ -328,6 +328,7 @@ def build_summary(source: FrameSource, analyzer: Analyzer, state: RunState) -> d
         "execution_providers": analyzer.providers,
         "model": {"file": str(analyzer.model.path), "name": meta.name, "version": meta.version},
         "detector": analyzer.options.detector.model,
+        "detect_every": analyzer.detect_every,
         "interrupted": state.interrupted,
         "people": [p.to_event() for p in state.people],
     }
