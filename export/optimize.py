@@ -26,7 +26,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from realtime.metadata import ModelMetadata
+
 PROVENANCE_NOTE = "Relu-Min-Max chains fused to Clip (export.optimize)"
+# the rewrite is exact; what differs is only the fused kernel's rounding (measured 7.6e-6
+# on the float32 models, 0 on the float16 ones)
+TOLERANCE = 1e-4
 
 
 def _scalar_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
@@ -112,30 +117,34 @@ def _relu6_chain(
         tensor = up.output[0]
         absorbed.append(up)
     low_cap = _only_consumer(consumers, tensor, "Min")
-    if low_cap is None or low_cap.output[0] in exposed:
+    floor = None if low_cap is None else _only_consumer(consumers, low_cap.output[0], "Max")
+    if floor is None:
         return None
     high = _other_input(low_cap, tensor, constants)
-    floor = _only_consumer(consumers, low_cap.output[0], "Max")
-    low = None if floor is None else _other_input(floor, low_cap.output[0], constants)
-    if high is None or low is None or float(low.reshape(-1)[0]) > float(high.reshape(-1)[0]):
+    low = _other_input(floor, low_cap.output[0], constants)
+    if high is None or low is None:
+        return None
+    low_value, high_value = float(low.reshape(-1)[0]), float(high.reshape(-1)[0])
+    if low_value > high_value:
         return None
     absorbed += [low_cap, floor]
     output, dtype = floor.output[0], high.dtype
     if up is not None:
         down = _only_consumer(consumers, floor.output[0], "Cast")
-        if down is None or floor.output[0] in exposed:
+        if down is None:
             return None
         absorbed.append(down)
         output = down.output[0]
         dtype = helper.tensor_dtype_to_np_dtype(helper.get_attribute_value(down.attribute[0]))
+    # every absorbed tensor but the chain's last output disappears: none may be a graph output
     if any(n.output[0] in exposed for n in absorbed[:-1]):
         return None
-    return absorbed, output, max(float(low.reshape(-1)[0]), 0.0), float(high.reshape(-1)[0]), np.dtype(dtype)
+    return absorbed, output, max(low_value, 0.0), high_value, np.dtype(dtype)
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used or t.name in {i.name for i in graph.input}]
+    used = {name for node in graph.node for name in node.input} | {i.name for i in graph.input}
+    kept = [t for t in graph.initializer if t.name in used]
     kept.sort(key=lambda t: t.name)  # a stable order keeps exports byte-for-byte reproducible
     del graph.initializer[:]
     graph.initializer.extend(kept)
@@ -152,35 +161,31 @@ def optimize(model: onnx.ModelProto) -> int:
 # ----------------------------------------------------------------------------- CLI
 
 
-def check_outputs(before: bytes, after: bytes, faces: int) -> dict[str, float]:
+def check_outputs(before: bytes, after: bytes, meta: ModelMetadata, faces: int) -> dict[str, float]:
     """Largest output differences between the two graphs on real face crops."""
     from export.faces import load_image, load_labels, preprocess, sample_faces
     from export.parity import ort_runner
-    from realtime.metadata import ModelMetadata
 
-    proto = onnx.load_from_string(before)
-    meta = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     batch = preprocess([load_image(f) for f in sample_faces(load_labels(), max(1, faces // 2))], meta)
     old, new = ort_runner(before)(batch), ort_runner(after)(batch)
     return {name: float(np.max(np.abs(old[name] - new[name]))) for name in old}
 
 
 def optimize_file(path: Path, faces: int) -> str:
-    from export.metadata import read_metadata, write_metadata
+    from export.metadata import write_metadata
 
     before = path.read_bytes()
     model = onnx.load_from_string(before)
+    meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
     removed = optimize(model)
     if removed == 0:
         return f"{path}: nothing to rewrite"
-    meta = read_metadata(path)
     if PROVENANCE_NOTE not in meta.provenance:
         write_metadata(model, dataclasses.replace(meta, provenance=f"{meta.provenance}; {PROVENANCE_NOTE}"))
     after = model.SerializeToString()
-    differences = check_outputs(before, after, faces) if faces else {}
-    tolerance = 1e-2 if "fp16" in path.name else 1e-4
+    differences = check_outputs(before, after, meta, faces) if faces else {}
     worst = max(differences.values(), default=0.0)
-    if worst > tolerance:
+    if worst > TOLERANCE:
         raise SystemExit(f"{path}: outputs changed by up to {worst:.3g} after the rewrite; file left as it was")
     path.write_bytes(after)
     return f"{path}: {removed} nodes removed, largest output change on {faces} real faces {worst:.2g}"

@@ -11,9 +11,9 @@ load is an error instead.
 The session's worker threads sleep between runs instead of spin-waiting: the model runs
 on a few frames in each second, and spinning threads took the cores from the decoder
 and the detector in between (measured on the 2-core development machine, 480p clip with
-4 people: 32 -> 47 fps, 24.6 -> 18.1 CPU ms/frame). On that CPU a bigger batch costs
-more per face, not less (19 ms of CPU per face alone, 25-28 ms in batches of 8-32 whose
-activations outgrow the caches), so batching pays on GPUs; the scheduler keeps CPU
+4 people: 32 -> 47 fps, 24.6 -> 18.1 CPU ms/frame). On that CPU a batch of 32 is no
+faster per face than one (about 66 faces/s either way, docs/benchmarks.md: batch 1
+already keeps both cores busy), so batching pays on GPUs; the scheduler keeps CPU
 batches small by inferring only the faces that need it.
 
 On the CPU a batch also runs in chunks of at most CPU_CHUNK faces. onnxruntime's memory
@@ -157,17 +157,19 @@ class AgeGenderModel:
         if device in ("cuda", "tensorrt") and PROVIDER_FOR[device] not in session.get_providers():
             raise UserError(f"device {device!r} failed to initialise (onnxruntime fell back to {session.get_providers()})")
         model = cls(session, metadata, path)
-        if model.chunk:
-            model.warm_up()
+        model.warm_up()
         return model
 
     def warm_up(self) -> None:
         """Grow the CPU arena to its final size now, not at the first crowd (module docstring).
 
         onnxruntime plans memory per input shape on a shape's first run and allocates the
-        plan on its second, so every chunk size runs twice (about 0.3 s on 2 cores).
+        plan on its second, so every chunk size runs twice (about 0.3 s on 2 cores). Only
+        the CPU runs in chunks; elsewhere this does nothing.
         """
-        zeros = np.zeros((self.chunk or 1, self.input_size, self.input_size, 3), np.uint8)
+        if not self.chunk:
+            return
+        zeros = np.zeros((self.chunk, self.input_size, self.input_size, 3), np.uint8)
         for _ in range(2):
             for size in range(len(zeros), 0, -1):
                 self.predict(zeros[:size])
@@ -206,7 +208,6 @@ class AgeGenderModel:
             age_std = np.zeros_like(age)
         return Predictions(age=age, age_std=age_std, p_male=p_male)
 
-
     def _run(self, crops: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw age and gender outputs, one run per chunk of the batch."""
         meta = self.metadata
@@ -216,8 +217,6 @@ class AgeGenderModel:
             self.session.run(outputs, {meta.input_name: self.preprocess(crops[i : i + step])})  # type: ignore[attr-defined]
             for i in range(0, len(crops), step)
         ]
-        if len(parts) == 1:
-            return np.asarray(parts[0][0]), np.asarray(parts[0][1])
         return np.concatenate([np.asarray(p[0]) for p in parts]), np.concatenate([np.asarray(p[1]) for p in parts])
 
 

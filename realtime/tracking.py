@@ -65,8 +65,9 @@ class Track:
     def predicted_keypoints(self, frame: int) -> np.ndarray | None:
         if self.keypoints is None:
             return None
-        shift = self.predicted_box(frame) - self.box
-        return self.keypoints + np.array([(shift[0] + shift[2]) / 2, (shift[1] + shift[3]) / 2], np.float32)
+        # the points move with the box's centre
+        vx, vy = (self.velocity[0] + self.velocity[2]) / 2, (self.velocity[1] + self.velocity[3]) / 2
+        return self.keypoints + np.array([vx, vy], np.float32) * float(frame - self.last_frame)
 
 
 class FaceTracker:
