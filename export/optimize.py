@@ -6,9 +6,8 @@ tf2onnx turns each Keras/TFJS `relu6` into three nodes, Relu -> Min(6) -> Max(0)
 ONNX Runtime fuses a Conv with a following Relu or Clip into one kernel, but not with
 Min and Max, so every MobileNet layer wrote and re-read its whole activation tensor
 twice more. One Clip(0, 6) computes exactly the same values and fuses into the Conv:
-on the 2-core development CPU the default model ran 1.18x faster at batch 1 and 2.01x at
-batch 32, and batches
-stopped getting slower per face (docs/benchmarks.md).
+on the 2-core development CPU the default model ran 1.18x faster at batch 1 and 2.01x
+at batch 32, and batches stopped getting slower per face (docs/benchmarks.md).
 
 Every exporter calls `optimize` before writing; the command line rewrites files that
 were exported before the rewrite existed, checks on real faces that the outputs did not
