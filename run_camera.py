@@ -5,12 +5,14 @@
     python run_camera.py --source clip.mp4 --no-display --output out.mp4 --events events.jsonl
 
 Command line only: parse options, build an analyzer, pump frames, map failures to exit
-codes (0 done, 2 bad input, 1 unexpected error, 130 interrupted before any frame).
+codes (0 done, 2 bad input or an output that cannot be written, 3 a live source lost for
+good, 130 stopped by a signal, 1 unexpected error).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -34,20 +36,61 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str, expected: str) -> float:
+    """A number, never inf or NaN: inf passes `> 0` and NaN fails every test silently, and
+    either breaks the arithmetic downstream (`--track-timeout inf` crashed the tracker)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text, "a positive number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
 def probability(text: str) -> float:
-    value = positive_float(text)
-    if value >= 1:
+    value = finite_float(text, "a number between 0 and 1")
+    if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+# an image folder's frame rate: frame times are index / rate, so a tiny rate made them
+# infinite; the top is the highest rate a video file's own header is believed (sources)
+FOLDER_FPS_RANGE = (0.001, 1000.0)
+
+
+def folder_fps(text: str) -> float:
+    low, high = FOLDER_FPS_RANGE
+    value = finite_float(text, f"frames per second between {low:g} and {high:g}")
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected frames per second between {low:g} and {high:g}, got {text!r}")
+    return value
+
+
+# a script on a dead camera or stream ends rather than waiting forever; a kiosk never gives up
+DEFAULT_GIVE_UP_AFTER_S = 60.0
+
+
+def give_up_seconds(text: str) -> float:
+    """--give-up-after: seconds, or 0 / never for no limit (infinity)."""
+    if text.strip().lower() == "never":
+        return float("inf")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or never, got {text!r}") from None
+    if value == 0:
+        return float("inf")
+    if not value > 0:  # NaN and negatives
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or never, got {text!r}")
     return value
 
 
@@ -73,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=Path, help="JSON lines: one record per frame with every face shown")
     p.add_argument("--summary", type=Path, help="JSON summary of the run, written at exit")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
+    p.add_argument("--give-up-after", type=give_up_seconds, metavar="SECONDS", help="a camera or stream down this long ends the run (exit 3, outputs complete); 0 or never: keep retrying (default: 60, never with --kiosk)")
     g = p.add_argument_group("tuning")
     g.add_argument("--detector", choices=("full", "short"), default="full", help="BlazeFace full-range (default; small and distant faces) or short-range (faces within 2 m)")
     g.add_argument("--min-confidence", type=probability, default=0.5, help="detector score threshold (default 0.5)")
@@ -81,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scan-interval", type=positive_int, help="large frames: full tiled face scan spread over N frames (default: 0.3 s of video)")
     g.add_argument("--detect-every", type=positive_int, help="run the face detector on every Nth frame, moving boxes by their tracked velocity in between (default: as many frames as keep 15 detections a second; 1 at 25 fps, 2 at 30)")
     g.add_argument("--tile-size", type=positive_int, default=640, help="tile side for scanning large frames (default 640)")
-    g.add_argument("--folder-fps", type=positive_float, default=25.0, help="frame rate assigned to an image folder (default 25)")
+    g.add_argument("--folder-fps", type=folder_fps, default=25.0, help="frame rate assigned to an image folder (default 25)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
     from realtime.kiosk.session import add_arguments as add_kiosk_arguments
 
@@ -89,26 +133,77 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from rich.console import Console
+# options only the kiosk reads, and those only its dashboard reads: given without the
+# mode they belong to, they would be silently ignored
+KIOSK_ONLY = (
+    "data_dir", "min_dwell", "min_glance", "retention_days", "age_brackets",
+    "dashboard", "dashboard_host", "dashboard_port", "dashboard_token", "dashboard_allow_host",
+)
+DASHBOARD_ONLY = ("dashboard_host", "dashboard_port", "dashboard_token", "dashboard_allow_host")
 
+
+def given_options(args: argparse.Namespace, dests: tuple[str, ...]) -> list[str]:
+    """The flags among `dests` set to something other than their default."""
+    defaults = build_parser()
+    return [f"--{d.replace('_', '-')}" for d in dests if hasattr(args, d) and getattr(args, d) != defaults.get_default(d)]
+
+
+def check_option_combinations(args: argparse.Namespace) -> None:
+    """Refuse options that need another option, or that the detector and tracker cannot
+    work with, before a source, model or output is opened (UserError, exit 2).
+
+    The ranges are the libraries' own: their option objects are built here and refuse.
+    """
     from realtime.errors import UserError
 
-    console = Console(stderr=True)
-    try:
-        return run(args, console)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the last line of defence: one line, not a traceback
-        if os.environ.get("AGEGENDER_DEBUG"):
-            raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set AGEGENDER_DEBUG=1 for details)", file=sys.stderr)
-        return 1
+    if not args.kiosk:
+        needed, stray = "--kiosk", given_options(args, KIOSK_ONLY)
+    elif not args.dashboard:
+        needed, stray = "--dashboard", given_options(args, DASHBOARD_ONLY)
+    else:
+        needed, stray = "", []
+    if stray:
+        raise UserError(f"{', '.join(stray)} {'needs' if len(stray) == 1 else 'need'} {needed}")
+    from realtime.detection import DetectorOptions, check_options
+    from realtime.tracking import TrackerOptions
+
+    TrackerOptions(timeout_s=args.track_timeout)
+    # the tile size is checked against the detector network's input, read from its file
+    check_options(DetectorOptions(model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from realtime.shutdown import EXIT_INTERRUPTED, Shutdown
+
+    # from the first moment: a stop while the model loads is as orderly as one mid-run
+    with Shutdown() as shutdown:
+        try:
+            args = build_parser().parse_args(argv)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        from rich.console import Console
+
+        from realtime.errors import UserError
+
+        console = Console(stderr=True)
+        try:
+            check_option_combinations(args)
+            return run(args, console)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"interrupted by {shutdown.signal_name or 'SIGINT'}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # the last line of defence: one line, not a traceback
+            if os.environ.get("AGEGENDER_DEBUG"):
+                raise
+            print(f"error: unexpected {type(exc).__name__}: {exc} (set AGEGENDER_DEBUG=1 for details)", file=sys.stderr)
+            return 1
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, Path | None]:
+    return {"--output": args.output, "--events": args.events, "--frames": args.frames, "--summary": args.summary}
 
 
 def run(args: argparse.Namespace, console: object) -> int:
@@ -120,16 +215,13 @@ def run(args: argparse.Namespace, console: object) -> int:
     from realtime.detection import DetectorOptions
     from realtime.runner import RunOptions, people_table, run as run_frames
     from realtime.scheduling import ScheduleOptions
-    from realtime.sinks import check_video_path, check_writable
+    from realtime.sinks import check_outputs
     from realtime.sources import open_source
     from realtime.tracking import TrackerOptions
 
-    if args.output is not None:
-        check_video_path(args.output)
-    for path in (args.events, args.frames, args.summary):
-        if path is not None:
-            check_writable(path)
-    source = open_source(args.source, folder_fps=args.folder_fps)
+    check_outputs(args.source, output_paths(args), {"--model": args.model})
+    give_up = DEFAULT_GIVE_UP_AFTER_S if args.give_up_after is None else args.give_up_after
+    source = open_source(args.source, folder_fps=args.folder_fps, give_up_after_s=give_up)
     with source:
         options = AnalyzerOptions(
             model_path=args.model,

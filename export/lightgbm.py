@@ -13,6 +13,7 @@ plus `embedding` (N, D). Inside:
           -> two LightGBM tree ensembles (onnxmltools, raw scores)
           -> residual mode: p_male = sigmoid(gender_logit + raw), age = age_mean + raw
              direct mode:   p_male = sigmoid(raw),                age = raw
+          -> age clipped to realtime.metadata.AGE_RANGE (0-100 years), as the heads clip
 
 onnxmltools converts a binary booster to a classifier whose probability cannot take
 the init score, so the gender booster is converted as a regressor (its raw score)
@@ -45,6 +46,7 @@ import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from export.metadata import read_metadata, write_metadata
+from export.optimize import clip_age
 from realtime.metadata import ModelMetadata
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -265,6 +267,7 @@ def fuse(backbone: onnx.ModelProto, heads, check: np.ndarray | None = None) -> o
     del fused.opset_import[:]
     for domain, version in opsets.items():
         fused.opset_import.append(helper.make_opsetid(domain, version))
+    clip_age(fused, OUTPUT_AGE)  # as training.heads clips: trees extrapolate below 0 years
     onnx.checker.check_model(fused, full_check=True)
     return fused
 

@@ -12,6 +12,12 @@ at batch 32, and batches stopped getting slower per face (docs/benchmarks.md).
 Every exporter calls `optimize` before writing; the command line rewrites files that
 were exported before the rewrite existed, checks on real faces that the outputs did not
 change, and records the rewrite in the model's provenance.
+
+The command line also clips a regression age output to `realtime.metadata.AGE_RANGE`
+(`clip_age`, which export.lightgbm applies to every graph it fuses): a regressor
+extrapolates (a Huber head predicted -1.07 years for a young face), and a file exported
+before the clip existed should not give such ages to whoever runs it. Only ages outside
+the range change, which the check on real faces confirms.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from realtime.metadata import ModelMetadata
+from realtime.metadata import AGE_RANGE, ModelMetadata
 
 PROVENANCE_NOTE = "Relu-Min-Max chains fused to Clip (export.optimize)"
+AGE_CLIP_NOTE = f"age output clipped to {AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} years (export.optimize)"
 # the rewrite is exact; what differs is only the fused kernel's rounding (measured 7.6e-6
 # on the float32 models, 0 on the float16 ones)
 TOLERANCE = 1e-4
@@ -150,6 +157,35 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(kept)
 
 
+def clip_age(model: onnx.ModelProto, age_output: str) -> bool:
+    """Clamp the age output (years) to AGE_RANGE with a Clip at the end of the graph, in place.
+
+    The node that produced the output now writes `<age_output>/unclipped`. A graph whose
+    output already comes from this Clip is left alone. Returns whether a Clip was added.
+    """
+    graph = model.graph
+    declared = {o.name: o for o in graph.output}
+    producer = next((n for n in graph.node if age_output in n.output), None)
+    if age_output not in declared or producer is None:
+        raise ValueError(f"the graph computes no output named {age_output!r}")
+    bounds = [f"{age_output}/clip_min", f"{age_output}/clip_max"]
+    if producer.op_type == "Clip" and list(producer.input[1:]) == bounds:
+        return False
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 11:
+        raise ValueError(f"clipping the age needs opset 11 or later (Clip with bound inputs); the graph has {opset}")
+    raw = f"{age_output}/unclipped"
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if name == age_output:
+                    names[i] = raw
+    dtype = helper.tensor_dtype_to_np_dtype(declared[age_output].type.tensor_type.elem_type)
+    graph.initializer.extend([numpy_helper.from_array(np.array(v, dtype=dtype), b) for v, b in zip(AGE_RANGE, bounds)])
+    graph.node.append(helper.make_node("Clip", [raw, *bounds], [age_output], name=f"{age_output}/clip"))
+    return True
+
+
 def optimize(model: onnx.ModelProto) -> int:
     """All rewrites of this module, in place; the number of nodes removed."""
     before = len(model.graph.node)
@@ -178,17 +214,22 @@ def optimize_file(path: Path, faces: int) -> str:
     model = onnx.load_from_string(before)
     meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
     removed = optimize(model)
-    if removed == 0:
+    clipped = meta.age_kind == "regression" and bool(meta.age_output) and clip_age(model, meta.age_output)
+    if removed == 0 and not clipped:
         return f"{path}: nothing to rewrite"
-    if PROVENANCE_NOTE not in meta.provenance:
-        write_metadata(model, dataclasses.replace(meta, provenance=f"{meta.provenance}; {PROVENANCE_NOTE}"))
+    onnx.checker.check_model(model)
+    notes = [note for note, done in ((PROVENANCE_NOTE, removed), (AGE_CLIP_NOTE, clipped)) if done and note not in meta.provenance]
+    if notes:
+        write_metadata(model, dataclasses.replace(meta, provenance="; ".join([meta.provenance, *notes])))
     after = model.SerializeToString()
     differences = check_outputs(before, after, meta, faces) if faces else {}
     worst = max(differences.values(), default=0.0)
     if worst > TOLERANCE:
         raise SystemExit(f"{path}: outputs changed by up to {worst:.3g} after the rewrite; file left as it was")
     path.write_bytes(after)
-    return f"{path}: {removed} nodes removed, largest output change on {faces} real faces {worst:.2g}"
+    done = [f"{removed} nodes removed"] if removed else []
+    done += ["age output clipped"] if clipped else []
+    return f"{path}: {', '.join(done)}, largest output change on {faces} real faces {worst:.2g}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,8 @@ import supervision as sv
 from . import scheduling, smoothing
 from .crops import face_crop
 from .detection import DetectorOptions, FaceDetector, merge_detections
+from .detection import check_options as check_detector_options
+from .errors import UserError
 from .model import AgeGenderModel
 from .paths import DEFAULT_MODEL
 from .scheduling import Candidate, FaceQuality, ScheduleOptions
@@ -61,6 +63,15 @@ class AnalyzerOptions:
     # late (docs/benchmarks.md measures both). 1: every frame; None: the most frames
     # that still detect DETECT_HZ times a second (1 up to 29 fps, 2 at 30 fps, 4 at 60)
     detect_every: int | None = None
+
+    def __post_init__(self) -> None:
+        # NaN fails every comparison, so each test is written to pass only good values
+        if not 0.0 < self.fps < math.inf:
+            raise UserError(f"frame rate must be a finite number above 0, got {self.fps}")
+        for name in ("scan_interval", "detect_every"):
+            value = getattr(self, name)
+            if value is not None and not value >= 1:
+                raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
 
 
 def detect_interval(fps: float, every: int | None = None) -> int:
@@ -199,9 +210,15 @@ class Analyzer:
 
     @classmethod
     def create_from_options(cls, options: AnalyzerOptions = AnalyzerOptions()) -> "Analyzer":
+        check_detector_options(options.detector)  # a bad tile size fails before the model loads
         model = AgeGenderModel.create(options.model_path, options.device)
         detector = FaceDetector.create_from_options(options.detector)
-        return cls(options, detector, model)
+        try:
+            return cls(options, detector, model)
+        except BaseException:
+            # closed here, not by the garbage collector at exit, where mediapipe prints a traceback
+            detector.close()
+            raise
 
     @property
     def scan_interval(self) -> int:

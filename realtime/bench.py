@@ -513,7 +513,7 @@ def check_source(spec: str) -> FrameSource:
     source = open_source(spec)
     if source.info.live:
         source.close()
-        raise UserError(f"benchmark a video file or an image folder, not a live {source.info.kind}: {spec}")
+        raise UserError(f"benchmark a video file or an image folder, not a live {source.info.kind}: {source.info.name}")
     return source
 
 

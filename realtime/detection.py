@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from .errors import ModelError
+from .errors import ModelError, UserError
 from .paths import MODELS_DIR
 
 DetectorModel = Literal["full", "short"]
@@ -92,6 +92,45 @@ def verified_model_path(model: str, model_dir: Path) -> Path:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != expected:
         raise ModelError(f"detector model file is corrupted (checksum mismatch): {path}")
+    return path
+
+
+def model_input_size(path: Path) -> int:
+    """The side of the square image the detector network sees, read from its input tensor.
+
+    BlazeFace scales whatever it is given to this square, so a tile smaller than it only
+    multiplies the passes over the same pixels: 1 px tiles meant 300,000 passes for one
+    640x480 frame, a run that never ended.
+    """
+    import_mediapipe()
+    # mediapipe's own generated reader for the TFLite flatbuffer schema
+    from mediapipe.tasks.metadata import schema_py_generated as tflite
+
+    try:
+        graph = tflite.Model.GetRootAsModel(path.read_bytes(), 0).Subgraphs(0)
+        shape = graph.Tensors(graph.Inputs(0)).ShapeAsNumpy()  # (1, height, width, 3)
+        return int(max(shape[1:3]))
+    except Exception as exc:  # a truncated or foreign file: flatbuffers fails in many ways
+        raise ModelError(f"cannot read the input size of detector model {path}: {exc}") from None
+
+
+def check_options(options: DetectorOptions) -> Path:
+    """Refuse options the detector cannot work with, before anything is loaded or run.
+
+    Returns the verified model file.
+    """
+    if not 0.0 < options.min_confidence < 1.0:
+        raise UserError(f"detector confidence must be between 0 and 1, got {options.min_confidence}")
+    # an overlap of 1 or more steps tiles forward by a pixel at a time (see tile_grid)
+    if not 0.0 <= options.tile_overlap <= 0.9:
+        raise UserError(f"tile overlap must be between 0 and 0.9, got {options.tile_overlap}")
+    path = verified_model_path(options.model, options.model_dir)
+    side = model_input_size(path)
+    if options.tile_size < side:
+        raise UserError(
+            f"tile size {options.tile_size} is smaller than the {options.model}-range detector's input "
+            f"({side} px): use at least {side}"
+        )
     return path
 
 
@@ -264,10 +303,7 @@ class FaceDetector:
 
     @classmethod
     def create_from_options(cls, options: DetectorOptions = DetectorOptions()) -> "FaceDetector":
-        if not 0.0 < options.min_confidence < 1.0:
-            raise ModelError(f"detector confidence must be between 0 and 1, got {options.min_confidence}")
-        path = verified_model_path(options.model, options.model_dir)
-        import_mediapipe()
+        path = check_options(options)
         from mediapipe.tasks.python import BaseOptions, vision
 
         task_options = vision.FaceDetectorOptions(

@@ -9,11 +9,20 @@ means. Values are strings in ONNX; lists and dicts are stored as JSON.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any, Literal
 
 AgeKind = Literal["softmax", "regression"]
 METADATA_VERSION = "1"
+# years: every age the product outputs lies in this range. A regressor extrapolates (a
+# Huber head predicted -1.07 for a young face), so exports clip their age output and the
+# model runner clips again, for models exported before the clip existed
+AGE_RANGE: tuple[float, float] = (0.0, 100.0)
+# crop sides a face model may declare: a face needs some pixels, and one crop of 20000 px
+# would be 4.8 GB before the model even ran (the metadata is read before anything is
+# allocated, so a corrupt or hostile file is refused, not obeyed)
+INPUT_SIZE_RANGE: tuple[int, int] = (16, 1024)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,31 @@ class ModelMetadata:
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str:
+        """Why these values cannot describe a servable model; empty when they can."""
+        low, high = INPUT_SIZE_RANGE
+        size = self.input_size
+        if not isinstance(size, int) or isinstance(size, bool) or not low <= size <= high:
+            return f"input_size {size!r} is not a whole number of pixels in {low}..{high}"
+        if self.layout not in ("NHWC", "NCHW"):
+            return f"layout {self.layout!r} is neither NHWC nor NCHW"
+        if self.channel_order not in ("BGR", "RGB"):
+            return f"channel_order {self.channel_order!r} is neither BGR nor RGB (3 colour channels)"
+        if self.age_kind not in ("softmax", "regression"):
+            return f"age_kind {self.age_kind!r} is neither softmax nor regression"
+        if not _finite_numbers(self.mean, 3):
+            return f"mean {self.mean!r} is not 3 finite numbers, one per colour channel"
+        if not _finite_numbers((self.scale,), 1) or self.scale == 0:
+            return f"scale {self.scale!r} is not a finite non-zero number"
+        if not _finite_numbers((self.crop_margin,), 1) or not 0 <= self.crop_margin <= 2:
+            return f"crop_margin {self.crop_margin!r} is not a number in 0..2"
+        return ""
+
     def to_props(self) -> dict[str, str]:
         props: dict[str, str] = {"metadata_version": METADATA_VERSION}
         for key, value in asdict(self).items():
@@ -61,5 +95,17 @@ class ModelMetadata:
             # annotations are strings here (from __future__); text-typed fields stay as stored
             is_text = f.type in ("str", "AgeKind") or str(f.type).startswith("Literal")
             values[key] = raw if is_text else json.loads(raw)
-        values["mean"] = tuple(float(m) for m in values["mean"])
+        mean = values["mean"]
+        if _finite_numbers(mean, 3):
+            values["mean"] = tuple(float(m) for m in mean)
         return cls(**values)
+
+
+def _finite_numbers(values: Any, count: int) -> bool:
+    try:
+        items = list(values)
+    except TypeError:
+        return False
+    return len(items) == count and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items
+    )

@@ -2,6 +2,10 @@
 
 The model file says how to feed it (input size, channel order, normalisation) and what
 its outputs mean (see `realtime.metadata`), so any model `export/` writes runs here.
+Metadata that no face model could have (a 20000 px input, NaN normalisation) is refused
+before anything is allocated, and a model that loads but fails on a test input is
+refused at load, naming the file. Ages are clipped to `AGE_RANGE` whatever the model
+gives, so a regressor's -1 year never reaches the overlay, events or kiosk.
 
 Execution providers: `auto` tries TensorRT, then CUDA, then the CPU, and the providers
 the session really uses are reported, because onnxruntime silently falls back to the CPU
@@ -34,7 +38,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from .errors import ModelError, UserError
-from .metadata import ModelMetadata
+from .metadata import AGE_RANGE, ModelMetadata
 
 Device = Literal["auto", "cpu", "cuda", "tensorrt"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
@@ -138,6 +142,12 @@ class AgeGenderModel:
         self._input_dtype = ONNX_TO_NUMPY.get(inputs.get(metadata.input_name, ""), np.float32)
         on_cpu = self.providers[:1] == [PROVIDER_FOR["cpu"]]
         self.chunk: int | None = CPU_CHUNK if on_cpu else None
+        import onnxruntime as ort
+
+        # a failing run raises, and the exception is reported in one line; onnxruntime
+        # would also log it to stderr, in several lines of C++ text
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
 
     @classmethod
     def create(cls, path: str | Path, device: str = "auto", threads: int = 0) -> "AgeGenderModel":
@@ -150,27 +160,29 @@ class AgeGenderModel:
         try:
             session = open_session(ort, path, providers, session_options(ort, threads))
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot load model {path}: {first[:200]}") from None
+            raise ModelError(f"cannot load model {path}: {first_line(exc)}") from None
         metadata = read_session_metadata(session, path)
         check_io(session, metadata, path)
         if device in ("cuda", "tensorrt") and PROVIDER_FOR[device] not in session.get_providers():
             raise UserError(f"device {device!r} failed to initialise (onnxruntime fell back to {session.get_providers()})")
         model = cls(session, metadata, path)
-        model.warm_up()
+        try:
+            model.warm_up()
+        except Exception as exc:  # onnxruntime's errors are long, multi-line C++ texts
+            raise ModelError(f"model {path} loads but fails on a test input: {first_line(exc)}") from None
         return model
 
     def warm_up(self) -> None:
-        """Grow the CPU arena to its final size now, not at the first crowd (module docstring).
+        """Run the model once now, so that a model that loads but cannot run fails at start-up
+        instead of at the first face; on the CPU also grow the arena to its final size now,
+        not at the first crowd (module docstring).
 
         onnxruntime plans memory per input shape on a shape's first run and allocates the
         plan on its second, so every chunk size runs twice (about 0.3 s on 2 cores). Only
-        the CPU runs in chunks; elsewhere this does nothing.
+        the CPU runs in chunks; elsewhere one face is run once.
         """
-        if not self.chunk:
-            return
-        zeros = np.zeros((self.chunk, self.input_size, self.input_size, 3), np.uint8)
-        for _ in range(2):
+        zeros = np.zeros((self.chunk or 1, self.input_size, self.input_size, 3), np.uint8)
+        for _ in range(2 if self.chunk else 1):
             for size in range(len(zeros), 0, -1):
                 self.predict(zeros[:size])
 
@@ -206,6 +218,8 @@ class AgeGenderModel:
         else:
             age = np.asarray(age_raw, np.float32).reshape(len(crops), -1)[:, 0]
             age_std = np.zeros_like(age)
+        # every model, also one exported before exports clipped their age output
+        age = np.clip(age, *AGE_RANGE).astype(np.float32)
         return Predictions(age=age, age_std=age_std, p_male=p_male)
 
     def _run(self, crops: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,10 +228,15 @@ class AgeGenderModel:
         outputs = [meta.age_output, meta.gender_output]
         step = self.chunk or len(crops)
         parts = [
-            self.session.run(outputs, {meta.input_name: self.preprocess(crops[i : i + step])})  # type: ignore[attr-defined]
+            self.session.run(outputs, {meta.input_name: self.preprocess(crops[i : i + step])}, self._run_options)  # type: ignore[attr-defined]
             for i in range(0, len(crops), step)
         ]
         return np.concatenate([np.asarray(p[0]) for p in parts]), np.concatenate([np.asarray(p[1]) for p in parts])
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def read_session_metadata(session: object, path: Path) -> ModelMetadata:

@@ -8,10 +8,8 @@ video is finalised so it plays, and the summary is written.
 
 from __future__ import annotations
 
-import os
+import logging
 import queue
-import signal
-import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -26,12 +24,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .analyzer import Analyzer, FaceResult, FrameResult, TrackSummary
-from .errors import OutputError
+from . import display
+from .errors import OutputError, UserError
 from .overlay import Overlay
 from .sinks import JsonLinesSink, VideoSink, check_writable, write_json_atomic
+from .shutdown import Shutdown, stop_signals
 from .sources import Frame, FrameSource, LiveSource
 
-WINDOW = "agegender"
 # frames decoded ahead of the analyzer: enough to ride out one slow frame (a full scan,
 # a batch of new faces) without holding many decoded 4K frames in memory
 READ_AHEAD = 4
@@ -61,13 +60,6 @@ class RunState:
     started: float = field(default_factory=time.perf_counter)
     last_time: float = 0.0
     faces_now: int = 0
-
-
-def display_available() -> bool:
-    """Whether a window can open: opening one without a display aborts the process."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
 
 
 def face_record(face: FaceResult) -> dict[str, Any]:
@@ -170,41 +162,6 @@ def frames_of(source: FrameSource) -> Iterator[Iterable[Frame]]:
         yield frames
 
 
-class _Terminate(Exception):
-    pass
-
-
-class _StopBetweenFrames:
-    """Ctrl-C and SIGTERM handler that never cuts a frame in half.
-
-    A signal landing inside `analyzer.process` would leave the tracks updated for a
-    frame that no output records, so the events would end one frame after the last
-    frame written. While a frame is in progress the signal is held and raised as soon
-    as the frame is fully recorded; between frames (waiting for a live source, say) it
-    stops the run at once.
-    """
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.pending = False
-
-    def handle(self, signum: int, _frame: object) -> None:
-        if self.busy:
-            self.pending = True
-            return
-        raise _Terminate()
-
-    @contextmanager
-    def frame(self) -> Iterator[None]:
-        self.busy = True
-        try:
-            yield
-        finally:
-            self.busy = False
-        if self.pending:
-            raise _Terminate()
-
-
 @dataclass(frozen=True)
 class RunReport:
     summary: dict[str, Any]
@@ -218,97 +175,141 @@ def run(
     console: Console | None = None,
     on_result: Callable[[FrameResult], None] | None = None,
 ) -> RunReport:
-    """Process the source until it ends, the frame limit, Ctrl-C or SIGTERM."""
+    """Process the source until it ends, the frame limit, or a stop signal.
+
+    However the run ends, the open tracks become events, the video is finalised and the
+    summary is written; a failure is raised after that, with the summary recording it.
+    """
     console = console or Console(stderr=True)
-    for path in (options.summary,):
-        if path is not None:
-            check_writable(path)
+    if options.summary is not None:
+        check_writable(options.summary)
     state = RunState()
-    info = source.info
-    in_main = threading.current_thread() is threading.main_thread()
-    stopper = _StopBetweenFrames()
-    previous_term = signal.signal(signal.SIGTERM, stopper.handle) if in_main else None
-    if in_main:
-        signal.signal(signal.SIGINT, stopper.handle)
-    try:
-        with ExitStack() as stack:
-            video = stack.enter_context(VideoSink(options.output, info.fps, (info.width, info.height))) if options.output else None
-            events = stack.enter_context(JsonLinesSink(options.events)) if options.events else None
-            frames = stack.enter_context(JsonLinesSink(options.frames)) if options.frames else None
-            overlay = Overlay.for_frame(info.width, info.height)
-            display = options.display and display_available()
-            if options.display and not display:
-                console.print("[yellow]no display found: running without a window[/]")
-
-            def finish(tracks: list[TrackSummary]) -> None:
-                state.people_count += len(tracks)
-                if options.keep_people:
-                    state.people.extend(tracks)
-                if events is not None:
-                    events.write_all(t.to_event() for t in tracks)
-
-            failure: BaseException | None = None
-            try:
-                with _progress(info, options, console, state) as tick:
-                    for frame in stack.enter_context(frames_of(source)):
-                        if options.max_frames is not None and state.frames >= options.max_frames:
-                            break
-                        with stopper.frame():
-                            result = analyzer.process(frame.image, frame.index, frame.time)
-                            state.frames += 1
-                            state.last_time = frame.time
-                            state.faces_now = len(result.faces)
-                            finish(result.finished)
-                            if frames is not None:
-                                frames.write(frame_record(result))
-                            if video is not None or display:
-                                fps = state.frames / max(time.perf_counter() - state.started, 1e-9)
-                                annotated = overlay.annotate(frame.image, result.faces, f"{fps:.1f} fps  {len(result.faces)} faces")
-                                if video is not None:
-                                    video.write(annotated)
-                                if display and not _show(annotated, console):
-                                    state.window_closed = True
-                                    break
-                            if on_result is not None:
-                                on_result(result)
-                            tick()
-            except (KeyboardInterrupt, _Terminate):
-                state.interrupted = True
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                if in_main:
-                    # a second Ctrl-C must not cut the flushing of what was already done
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)
-                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                try:
-                    finish(analyzer.finish())
-                except OutputError:
-                    if failure is None:
-                        raise
-                    # the run is already failing on this output: report the first error
-                if display:
-                    cv2.destroyAllWindows()
+    failure: BaseException | None = None
+    with stop_signals() as shutdown, _log_to(console):
+        try:
+            _pump(source, analyzer, options, console, state, shutdown, on_result)
+        except KeyboardInterrupt:  # Interrupted, or Ctrl-C where no handler could be installed
+            state.interrupted = True
+        except BaseException as exc:
+            failure = exc
         summary = build_summary(source, analyzer, state)
+        if failure is not None:
+            summary["error"] = str(failure) if isinstance(failure, UserError) else f"unexpected {type(failure).__name__}: {failure}"
         if options.summary is not None:
-            write_json_atomic(options.summary, summary)
+            try:
+                write_json_atomic(options.summary, summary)
+            except OutputError:
+                if failure is None:
+                    raise
+                # the run is already failing (a full disk, say): report the first error
+        if failure is not None:
+            raise failure
         return RunReport(summary, state.people)
+
+
+def _pump(
+    source: FrameSource,
+    analyzer: Analyzer,
+    options: RunOptions,
+    console: Console,
+    state: RunState,
+    shutdown: Shutdown,
+    on_result: Callable[[FrameResult], None] | None,
+) -> None:
+    """Frames through the analyzer into the sinks; the sinks are closed however it ends."""
+    info = source.info
+    with ExitStack() as stack:
+        video = stack.enter_context(VideoSink(options.output, info.fps, (info.width, info.height))) if options.output else None
+        events = stack.enter_context(JsonLinesSink(options.events)) if options.events else None
+        frames = stack.enter_context(JsonLinesSink(options.frames)) if options.frames else None
+        overlay = Overlay.for_frame(info.width, info.height)
+        window = _open_window(options, console)
+        if window:
+            stack.callback(display.close)
+
+        def finish(tracks: list[TrackSummary]) -> None:
+            state.people_count += len(tracks)
+            if options.keep_people:
+                state.people.extend(tracks)
+            if events is not None:
+                events.write_all(t.to_event() for t in tracks)
+
+        first: BaseException | None = None
+        try:
+            with _progress(source, options, console, state) as tick:
+                for frame in stack.enter_context(frames_of(source)):
+                    if options.max_frames is not None and state.frames >= options.max_frames:
+                        break
+                    with shutdown.frame():
+                        result = analyzer.process(frame.image, frame.index, frame.time)
+                        state.frames += 1
+                        state.last_time = frame.time
+                        state.faces_now = len(result.faces)
+                        finish(result.finished)
+                        if frames is not None:
+                            frames.write(frame_record(result))
+                        if video is not None or window:
+                            fps = state.frames / max(time.perf_counter() - state.started, 1e-9)
+                            annotated = overlay.annotate(frame.image, result.faces, f"{fps:.1f} fps  {len(result.faces)} faces")
+                            if video is not None:
+                                video.write(annotated)
+                            if window and not _show(annotated, console):
+                                state.window_closed = True
+                                break
+                        if on_result is not None:
+                            on_result(result)
+                        tick()
+        except BaseException as exc:
+            first = exc
+            raise
+        finally:
+            try:
+                finish(analyzer.finish())
+            except OutputError:
+                if first is None or isinstance(first, KeyboardInterrupt):
+                    raise
+                # the run is already failing on this output: report the first error
+
+
+class _ConsoleLog(logging.Handler):
+    """The product's warnings (a stream down, retrying) on the run's console, above the progress display."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _log_to(console: Console) -> Iterator[None]:
+    logger = logging.getLogger("realtime")
+    handler = _ConsoleLog(console)
+    logger.addHandler(handler)
+    try:
+        yield
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, previous_term or signal.SIG_DFL)
+        logger.removeHandler(handler)
+
+
+def _open_window(options: RunOptions, console: Console) -> bool:
+    if not options.display:
+        return False
+    problem = display.display_problem()
+    if problem is not None:
+        console.print(f"[yellow]{problem}: running without a window[/]")
+        return False
+    return True
 
 
 def _show(frame: Any, console: Console) -> bool:
     """Shows the frame; False when the user pressed q or Esc."""
     try:
-        cv2.imshow(WINDOW, frame)
-        key = cv2.waitKey(1) & 0xFF
+        return display.show(frame)
     except cv2.error as exc:
         console.print(f"[yellow]cannot open a window ({str(exc).splitlines()[0]}); continuing without[/]")
         return True
-    return key not in (ord("q"), 27)
 
 
 def build_summary(source: FrameSource, analyzer: Analyzer, state: RunState) -> dict[str, Any]:
@@ -334,25 +335,26 @@ def build_summary(source: FrameSource, analyzer: Analyzer, state: RunState) -> d
     }
     if isinstance(source, LiveSource):
         stats = source.stats
-        summary.update(dropped_frames=stats.dropped, reconnects=stats.reconnects, gaps=stats.gaps)
+        summary.update(dropped_frames=stats.dropped, reconnects=stats.reconnects, gaps=stats.gaps_so_far())
     return summary
 
 
 class _progress:
     """A progress bar for files and folders, a live status line for cameras and streams."""
 
-    def __init__(self, info: Any, options: RunOptions, console: Console, state: RunState) -> None:
-        self.info, self.options, self.console, self.state = info, options, console, state
+    def __init__(self, source: FrameSource, options: RunOptions, console: Console, state: RunState) -> None:
+        self.source, self.options, self.console, self.state = source, options, console, state
+        self.info = source.info
         self._ctx: Any = None
-        self._last = 0.0
 
     def __enter__(self) -> Callable[[], None]:
         if not self.options.progress:
             return lambda: None
         if self.info.live:
-            self._ctx = Live(self._status(), console=self.console, refresh_per_second=2, transient=True)
+            # rendered on Live's own refresh, so the line stays current while no frame comes
+            self._ctx = Live(self, console=self.console, refresh_per_second=2, transient=True)
             self._ctx.__enter__()
-            return self._tick_live
+            return lambda: None
         total = self.info.frame_count
         if self.options.max_frames is not None:
             total = min(total, self.options.max_frames) if total else self.options.max_frames
@@ -378,13 +380,12 @@ class _progress:
 
     def _status(self) -> str:
         s = self.state
-        return f"{self.info.name}: {s.frames} frames, {self._fps():.1f} fps, {s.faces_now} faces now, {s.people_count} people done"
+        line = f"{self.info.name}: {s.frames} frames, {self._fps():.1f} fps, {s.faces_now} faces now, {s.people_count} people done"
+        down = self.source.stats.status if isinstance(self.source, LiveSource) else None
+        return f"{line} | {down}" if down else line
 
-    def _tick_live(self) -> None:
-        now = time.perf_counter()
-        if now - self._last > 0.5:
-            self._last = now
-            self._ctx.update(self._status())
+    def __rich__(self) -> str:
+        return self._status()
 
     def __exit__(self, *exc: object) -> None:
         if self._ctx is not None:

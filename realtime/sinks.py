@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import cv2
 import numpy as np
 
 from .errors import OutputError
+from .files import free_bytes, refuse_clashes, write_text_atomic
+
+__all__ = ["JsonLinesSink", "VideoSink", "check_outputs", "check_video_path", "check_writable", "write_json_atomic", "write_text_atomic"]
 
 FOURCC_FOR_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
@@ -35,6 +37,30 @@ def check_writable(path: Path) -> Path:
     return path
 
 
+def check_outputs(
+    source: str,
+    outputs: Mapping[str, Path | None],
+    inputs: Mapping[str, Path | None],
+    video_option: str = "--output",
+) -> None:
+    """Every output is writable and none is an input or another output, before anything opens.
+
+    `outputs` and `inputs` map option names (for messages) to paths; a file or folder
+    `source` counts as an input too; the output named `video_option` is a video.
+    """
+    from .sources import classify
+
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        check = check_video_path if name == video_option else check_writable
+        check(path)
+    all_inputs = dict(inputs)
+    if classify(source) in ("file", "folder"):
+        all_inputs["--source"] = Path(source)
+    refuse_clashes(outputs, all_inputs)
+
+
 def check_video_path(path: Path) -> Path:
     path = check_writable(path)
     if path.suffix.lower() not in FOURCC_FOR_SUFFIX:
@@ -43,35 +69,96 @@ def check_video_path(path: Path) -> Path:
 
 
 class VideoSink:
-    """Annotated frames to a video file at the source's frame rate and size."""
+    """Annotated frames to a video file at the source's frame rate and size.
+
+    OpenCV's writer reports a failed frame only through `write`'s return value and
+    otherwise carries on, leaving an unplayable file behind: every failure (a full disk,
+    the file removed under us, an encoder error) is turned into an OutputError here, and
+    the finished file is read back to prove it plays.
+    """
+
+    # how often to check that the file is still linked into its folder
+    WATCH_EVERY = 25
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         self.path = check_video_path(Path(path))
         fourcc = FOURCC_FOR_SUFFIX[self.path.suffix.lower()]
         self.size = size
         self.frames = 0
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
+        self.failed = False
+        self._writer: cv2.VideoWriter | None = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), float(fps), size)
         if not self._writer.isOpened():
+            self._writer = None
+            if min(size) < 2:
+                raise OutputError(f"cannot encode {size[0]}x{size[1]} frames as {self.path.suffix}: the source's frames are too small for this format (try .avi)")
             raise OutputError(f"cannot write video: {self.path}")
+        try:
+            self._watch: int | None = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            self._watch = None
 
     def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            raise OutputError(f"video already closed: {self.path}")
         if (frame.shape[1], frame.shape[0]) != self.size:
             # folders of images may mix sizes; a video cannot
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(frame)
+        if self._writer.write(frame) is False:
+            self.failed = True
+            raise OutputError(f"cannot write video {self.path}: {self._why()}")
         self.frames += 1
+        if self.frames % self.WATCH_EVERY == 0 and self._removed():
+            self.failed = True
+            raise OutputError(f"cannot write video {self.path}: the file was removed while it was being written")
+
+    def _removed(self) -> bool:
+        if self._watch is None:
+            return False
+        try:
+            return os.fstat(self._watch).st_nlink == 0
+        except OSError:
+            return True
+
+    def _why(self) -> str:
+        if self._removed():
+            return "the file was removed while it was being written"
+        free = free_bytes(self.path.parent)
+        if free is not None and free < 1 << 20:
+            return "the disk is full"
+        return "the encoder failed"
 
     def close(self) -> None:
-        # release writes the index; without it an mp4 does not play
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finalises the file (its index: an mp4 without one does not play) and checks it."""
+        if self._writer is None:
+            return
+        self._writer.release()  # writes the index
+        self._writer = None
+        removed = self._removed()
+        if self._watch is not None:
+            os.close(self._watch)
+            self._watch = None
+        if self.failed:
+            return  # the failing write already said why
+        if removed:
+            raise OutputError(f"cannot write video {self.path}: the file was removed while it was being written")
+        if self.frames and not _plays(self.path, self.frames):
+            why = "the disk is full" if (free_bytes(self.path.parent) or 0) < 1 << 20 else "the file is incomplete"
+            raise OutputError(f"cannot finish video {self.path}: {why}")
 
     def __enter__(self) -> "VideoSink":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _plays(path: Path, frames: int) -> bool:
+    """Reads the finished container back: it opens and holds every frame written."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= frames
+    finally:
+        cap.release()
 
 
 def _clean(value: Any) -> Any:
@@ -125,13 +212,4 @@ class JsonLinesSink:
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_clean(data), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    write_text_atomic(path, json.dumps(_clean(data), indent=2) + "\n")

@@ -4,11 +4,17 @@ Files and folders are read frame by frame and never drop a frame: the output vid
 must have the input's frame count. Cameras and streams are live: a reader thread keeps
 only the newest frame, so a slow consumer sees the present rather than a growing
 backlog, and a device or stream that fails mid-run is reopened with exponential backoff
-while the consumer keeps its tracks and outputs; the gaps are recorded.
+while the consumer keeps its tracks and outputs; the gaps are recorded, and a source
+that stays down longer than the caller allows ends with `SourceLost`.
+
+A stream URL is handed to the decoder as given and shown everywhere else through
+`redact`, so credentials in it never reach an output, a log or a store.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +25,9 @@ import cv2
 import numpy as np
 
 from .errors import SourceError
+from .redact import redact
+
+log = logging.getLogger(__name__)
 
 SourceKind = Literal["camera", "file", "folder", "stream"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -28,7 +37,7 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 @dataclass(frozen=True)
 class Frame:
     index: int  # 0-based position in the source (live: frames delivered)
-    time: float  # seconds: file position for files, since start for live sources
+    time: float  # seconds: file position for files; for live sources, arrival since the start
     image: np.ndarray  # BGR uint8
 
 
@@ -46,12 +55,78 @@ class SourceInfo:
         return self.kind in ("camera", "stream")
 
 
+class SourceLost(SourceError):
+    """A live source that stayed down longer than the caller was willing to wait."""
+
+    exit_code = 3
+
+
 @dataclass
 class LiveStats:
+    """What a live source has been through, in seconds since its start (`started`).
+
+    Written by the reader thread, read by anyone: a gap is either in `gaps` or open in
+    `open_gap_start`, never both, so a reader never counts one twice.
+    """
+
     delivered: int = 0
     dropped: int = 0  # frames replaced by a newer one before the consumer took them
-    reconnects: int = 0
+    reconnects: int = 0  # times frames came back after a gap
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (start, end) seconds since start
+    # the current outage: from the last frame before it; None while frames flow
+    open_gap_start: float | None = None
+    retries: int = 0  # reconnection attempts in the open gap (or the last one, once it closed)
+    kind: str = "stream"  # what the status line calls the source
+    started: float = field(default_factory=time.monotonic)  # time.monotonic() of second 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def down_for(self) -> float | None:
+        """Seconds since the last frame while the source is down, else None."""
+        start = self.open_gap_start
+        return None if start is None else max(0.0, self.now() - start)
+
+    @property
+    def status(self) -> str | None:
+        """One line for a progress display while the source is down, e.g. "stream down for 12 s, retry 4"."""
+        down = self.down_for
+        if down is None:
+            return None
+        attempt = f"retry {self.retries}" if self.retries else "reconnecting"
+        return f"{self.kind} down for {format_duration(down)}, {attempt}"
+
+    def gaps_so_far(self) -> list[tuple[float, float]]:
+        """The recorded gaps and, if the source is down now, the open one ending now."""
+        with self._lock:
+            gaps = list(self.gaps)
+            if self.open_gap_start is not None:
+                gaps.append((self.open_gap_start, max(self.open_gap_start, self.now())))
+        return gaps
+
+    def _open_gap(self, start: float) -> None:
+        with self._lock:
+            if self.open_gap_start is None:
+                self.open_gap_start, self.retries = start, 0
+
+    def _close_gap(self, end: float) -> None:
+        with self._lock:
+            if self.open_gap_start is not None:
+                self.gaps.append((self.open_gap_start, max(self.open_gap_start, end)))
+                self.open_gap_start = None
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    hours, minutes = divmod(int(seconds // 60), 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def classify(spec: str) -> SourceKind:
@@ -64,16 +139,20 @@ def classify(spec: str) -> SourceKind:
         return "folder"
     if path.is_file():
         return "file"
-    raise SourceError(f"source not found: {spec} (give a camera index, a video file, an image folder or a stream URL)")
+    raise SourceError(f"source not found: {redact(spec)} (give a camera index, a video file, an image folder or a stream URL)")
 
 
-def open_source(spec: str, folder_fps: float = 25.0, reconnect_limit_s: float | None = None) -> "FrameSource":
+def open_source(spec: str, folder_fps: float = 25.0, give_up_after_s: float | None = None) -> "FrameSource":
+    """The source `spec` names; a live one gives up after `give_up_after_s` without a frame.
+
+    `give_up_after_s` None (or infinite) keeps a live source retrying until it is closed.
+    """
     kind = classify(spec)
     if kind == "file":
         return VideoFileSource(Path(spec))
     if kind == "folder":
         return ImageFolderSource(Path(spec), folder_fps)
-    return LiveSource(spec, kind, reconnect_limit_s=reconnect_limit_s)
+    return LiveSource(spec, kind, give_up_after_s=give_up_after_s)
 
 
 class FrameSource:
@@ -166,8 +245,19 @@ def _open_capture(spec: str, kind: SourceKind, timeout_ms: int) -> cv2.VideoCapt
     return cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
 
 
+# Retry lines are logged at growing intervals (1 s, 2 s, 4 s ... then every 10 min), so a
+# day-long outage writes a few hundred lines, not one per attempt.
+FIRST_LOG_INTERVAL_S = 1.0
+MAX_LOG_INTERVAL_S = 600.0
+
+
 class LiveSource(FrameSource):
-    """A camera or stream read on its own thread, newest frame wins."""
+    """A camera or stream read on its own thread, newest frame wins.
+
+    A frame's time is when it arrived, so gaps are measured from the last frame before
+    an outage (not from when a read timed out) to the first frame after it (not to when
+    the capture reopened). Outages are logged on the `realtime.sources` logger.
+    """
 
     def __init__(
         self,
@@ -175,67 +265,112 @@ class LiveSource(FrameSource):
         kind: SourceKind,
         timeout_ms: int = 5000,
         backoff: tuple[float, float] = (0.5, 30.0),
-        reconnect_limit_s: float | None = None,
+        give_up_after_s: float | None = None,
     ) -> None:
         self.spec, self.kind, self.timeout_ms = spec, kind, timeout_ms
         self.backoff = backoff
-        self.reconnect_limit_s = reconnect_limit_s  # None: keep trying until stopped
-        self.stats = LiveStats()
+        if give_up_after_s is not None and not give_up_after_s > 0:  # NaN included
+            raise ValueError(f"give_up_after_s must be positive or None, got {give_up_after_s}")
+        self.give_up_after_s = give_up_after_s if give_up_after_s is not None else math.inf
+        name = redact(spec)
+        self._what = f"camera {name}" if kind == "camera" else f"stream {name}"
         cap = _open_capture(spec, kind, timeout_ms)
         ok, first = cap.read() if cap.isOpened() else (False, None)
         if not ok or first is None:
             cap.release()
-            what = f"camera {spec}" if kind == "camera" else f"stream {spec}"
-            raise SourceError(f"{what} could not be opened or gave no frame")
+            raise SourceError(f"{self._what} could not be opened or gave no frame")
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self.info = SourceInfo(kind, spec, fps if 0 < fps < 1000 else 30.0, first.shape[1], first.shape[0], None)
+        self.info = SourceInfo(kind, name, fps if 0 < fps < 1000 else 30.0, first.shape[1], first.shape[0], None)
+        self.stats = LiveStats(kind=kind)
         self._cap = cap
-        self._start = time.monotonic()
+        self._last_frame = 0.0  # arrival of the newest frame, seconds since start
+        self._delay = backoff[0]
+        self._next_log = 0.0  # down time at which the next retry is logged
+        self._log_interval = FIRST_LOG_INTERVAL_S
+        self._lost: SourceLost | None = None
         self._cond = threading.Condition()
-        self._latest: np.ndarray | None = first
+        self._latest: tuple[np.ndarray, float] | None = (first, 0.0)
         self._seq = 1
         self._ended = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read_loop, name=f"source-{spec}", daemon=True)
+        self._thread = threading.Thread(target=self._read_loop, name=f"source-{name}", daemon=True)
         self._thread.start()
 
-    def _publish(self, image: np.ndarray | None, ended: bool = False) -> None:
+    def _publish(self, image: np.ndarray | None, at: float = 0.0, ended: bool = False) -> None:
         with self._cond:
             if image is not None:
-                self._latest = image
+                self._latest = (image, at)
                 self._seq += 1
             self._ended = self._ended or ended
             self._cond.notify_all()
 
     def _read_loop(self) -> None:
-        while not self._stop.is_set():
-            ok, image = self._cap.read()
-            if ok and image is not None:
-                self._publish(image)
-                continue
-            if not self._reconnect():
-                self._publish(None, ended=True)
-                return
+        try:
+            while not self._stop.is_set():
+                ok, image = self._cap.read()
+                if ok and image is not None:
+                    self._arrived(image)
+                elif not self._reconnect():
+                    return
+        finally:
+            # released here, never under a read in progress on this thread
+            self._cap.release()
+            self._publish(None, ended=True)
+
+    def _arrived(self, image: np.ndarray) -> None:
+        now = self.stats.now()
+        stats = self.stats
+        if stats.open_gap_start is not None:
+            down = now - stats.open_gap_start
+            stats._close_gap(now)
+            stats.reconnects += 1
+            log.warning("%s back after %s (%s)", self._what, format_duration(down), _attempts(stats.retries))
+            self._delay, self._next_log, self._log_interval = self.backoff[0], 0.0, FIRST_LOG_INTERVAL_S
+        self._last_frame = now
+        self._publish(image, now)
 
     def _reconnect(self) -> bool:
-        """Reopen with growing pauses; False when stopped or past the reconnect limit."""
+        """Reopens with growing pauses; False when stopped or given up.
+
+        A capture that opens but then gives no frame brings the loop back here with the
+        gap still open and the pause still growing.
+        """
         self._cap.release()
-        gap_start = time.monotonic()
-        delay = self.backoff[0]
+        stats = self.stats
+        stats._open_gap(self._last_frame)
         while not self._stop.is_set():
-            if self.reconnect_limit_s is not None and time.monotonic() - gap_start > self.reconnect_limit_s:
+            down = stats.now() - self._last_frame
+            if down >= self.give_up_after_s:
+                self._give_up()
                 return False
-            if self._stop.wait(delay):
+            # never sleep past the moment to give up
+            if self._stop.wait(min(self._delay, self.give_up_after_s - down)):
                 return False
+            if stats.now() - self._last_frame >= self.give_up_after_s:
+                continue
+            stats.retries += 1
+            self._log_retry()
             cap = _open_capture(self.spec, self.kind, self.timeout_ms)
-            if cap.isOpened():
+            self._delay = min(self._delay * 2.0, self.backoff[1])
+            if cap.isOpened() and not self._stop.is_set():
                 self._cap = cap
-                self.stats.reconnects += 1
-                self.stats.gaps.append((gap_start - self._start, time.monotonic() - self._start))
                 return True
             cap.release()
-            delay = min(delay * 2.0, self.backoff[1])
         return False
+
+    def _log_retry(self) -> None:
+        down = self.stats.now() - self._last_frame
+        if down < self._next_log:
+            return
+        self._next_log = down + self._log_interval
+        self._log_interval = min(self._log_interval * 2.0, MAX_LOG_INTERVAL_S)
+        log.warning("%s down for %s, retry %d", self._what, format_duration(down), self.stats.retries)
+
+    def _give_up(self) -> None:
+        stats = self.stats
+        down = stats.now() - self._last_frame
+        stats._close_gap(stats.now())
+        self._lost = SourceLost(f"{self._what} lost: no frame for {format_duration(down)} ({_attempts(stats.retries)}), giving up")
 
     def __iter__(self) -> Iterator[Frame]:
         seen = 0
@@ -244,17 +379,29 @@ class LiveSource(FrameSource):
                 while self._seq == seen and not self._ended and not self._stop.is_set():
                     self._cond.wait(timeout=0.5)
                 if self._seq == seen:
-                    return
-                image, seq = self._latest, self._seq
+                    break
+                latest, seq = self._latest, self._seq
             self.stats.dropped += max(0, seq - seen - 1)
             seen = seq
-            assert image is not None
-            yield Frame(self.stats.delivered, time.monotonic() - self._start, image)
+            assert latest is not None
+            image, at = latest
+            yield Frame(self.stats.delivered, at, image)
             self.stats.delivered += 1
+        if self._lost is not None and not self._stop.is_set():
+            raise self._lost
 
     def close(self) -> None:
+        """Stops the reader; an outage still open is recorded as a gap ending now.
+
+        A read or open in progress ends within the timeout; a reader stuck beyond that
+        (a camera driver) is left to release the capture itself when it returns.
+        """
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout=self.timeout_ms / 1000 + 1)
-        self._cap.release()
+        self.stats._close_gap(self.stats.now())
+
+
+def _attempts(count: int) -> str:
+    return f"{count} reconnection attempt{'' if count == 1 else 's'}"

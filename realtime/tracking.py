@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import supervision as sv
 
+from .errors import UserError
 from .smoothing import TrackEstimate
 
+# longest track timeout accepted: a person unseen for an hour has left, and ByteTrack
+# keeps a lost track's state for the whole timeout (counted in frames, so an infinite
+# one cannot even be computed)
+MAX_TIMEOUT_S = 3600.0
 # weight of the previous velocity: detector boxes jitter by a few pixels, so the raw
 # frame-to-frame step alone would shake the boxes drawn between detections
 VELOCITY_SMOOTHING = 0.5
@@ -33,6 +38,11 @@ class TrackerOptions:
     activation_threshold: float = 0.5  # detections below this only extend existing tracks
     matching_threshold: float = 0.8  # ByteTrack's IoU-distance gate
     min_frames: int = 3  # shorter tracks are detector noise: no event is written for them
+
+    def __post_init__(self) -> None:
+        # written so that NaN fails every test
+        if not 0.0 < self.timeout_s <= MAX_TIMEOUT_S:
+            raise UserError(f"track timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} s, got {self.timeout_s}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+from concurrent.futures import ThreadPoolExecutor
 import json
 import os
 import resource
@@ -87,13 +88,22 @@ def read_jsonl(path):
 
 @pytest.fixture(scope="module")
 def scored_runs(tmp_path_factory, model_path):
-    """Two scenes of four visitors each through run_camera.py --kiosk, scored."""
+    """Two scenes of four visitors each through run_camera.py --kiosk, scored.
+
+    The two runs are independent processes on separate stores, and a kiosk run keeps about
+    one core busy: run side by side they take half the time on a two-core machine. (Their
+    figures do not depend on speed: visits are measured in video time.)"""
+    scenes = [render(tmp_path_factory, seed, people=4, seconds=30) for seed in (1, 2)]
+
+    def run_scene(video):
+        data_dir, frames = video.parent / "store", video.parent / "frames.jsonl"
+        return run_cli(*kiosk_args(model_path, video, data_dir, "--no-display", "--frames", str(frames)))
+
+    with ThreadPoolExecutor(len(scenes)) as pool:
+        procs = list(pool.map(run_scene, [video for video, _ in scenes]))
     out = []
-    for seed in (1, 2):
-        video, truth = render(tmp_path_factory, seed, people=4, seconds=30)
-        data_dir = video.parent / "store"
-        frames = video.parent / "frames.jsonl"
-        proc = run_cli(*kiosk_args(model_path, video, data_dir, "--no-display", "--frames", str(frames)))
+    for (video, truth), proc in zip(scenes, procs):
+        data_dir, frames = video.parent / "store", video.parent / "frames.jsonl"
         assert proc.returncode == 0, proc.stderr
         owner = track_votes(((r["frame"], [(f["track_id"], f["box"]) for f in r["faces"]]) for r in read_jsonl(frames)), truth)
         visits = StoreReader(data_dir).visits(0, time.time() + 3600)
@@ -203,13 +213,16 @@ def test_kill_9_loses_at_most_a_second_and_the_next_start_resumes(long_video, mo
     assert written <= stored, (written, stored)
     before = len(stored)
 
-    # the next start continues the same store, noting the crash
-    proc2 = run_cli(*kiosk_args(model_path, video, data_dir, "--no-display", "--max-frames", "120"))
+    # the next start continues the same store, noting the crash (30 frames are enough:
+    # the crashed run is closed when the store opens)
+    proc2 = run_cli(*kiosk_args(model_path, video, data_dir, "--no-display", "--max-frames", "30"))
     assert proc2.returncode == 0, proc2.stderr
     runs = query(data_dir, "SELECT id, stop_reason, stopped_at FROM runs ORDER BY id")
     assert [r[1] for r in runs] == ["crashed", "finished"]
     assert runs[0][2] == heartbeat  # the crashed run ends at its last heartbeat
-    assert query(data_dir, "SELECT COUNT(*) FROM visits WHERE run_id = 1")[0][0] == before
+    # what the killed run had finished is kept as it was; the people in view at the kill
+    # are added as visits ended by the crash (tests/test_kiosk_crash.py checks their dwell)
+    assert query(data_dir, "SELECT COUNT(*) FROM visits WHERE run_id = 1 AND ended != 'crashed'")[0][0] == before
     assert query(data_dir, "SELECT COUNT(*) FROM visits")[0][0] >= before
 
 
@@ -284,7 +297,10 @@ def test_a_store_that_stops_taking_writes_mid_run_stops_the_kiosk_cleanly(long_v
     # the next start, on a healthy disk, continues the same store
     again = run_cli(*kiosk_args(model_path, video, data_dir, "--no-display", "--max-frames", "30"))
     assert again.returncode == 0, again.stderr
-    assert [r[0] for r in query(data_dir, "SELECT stop_reason FROM runs ORDER BY id")] == ["crashed", "finished"]
+    # the failed run's stop is recorded as "error" when the disk still takes that small
+    # write, else the next start marks it "crashed"
+    first, second = [r[0] for r in query(data_dir, "SELECT stop_reason FROM runs ORDER BY id")]
+    assert first in ("error", "crashed") and second == "finished"
 
 
 # ------------------------------------------------------------------------- bad input

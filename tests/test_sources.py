@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from realtime.errors import SourceError
-from realtime.sources import LiveSource, classify, open_source
+from realtime.sources import LiveSource, SourceLost, classify, open_source
 from tests.conftest import VIDEOS, WALKING, WEBCAM
 
 
@@ -57,7 +57,7 @@ def video_server():
 
 
 def test_stream_drops_stale_frames_and_reconnects(video_server):
-    source = open_source(f"{video_server}/webcam_one_person.mp4", reconnect_limit_s=5)
+    source = open_source(f"{video_server}/webcam_one_person.mp4", give_up_after_s=5)
     assert isinstance(source, LiveSource) and source.info.live
     delivered = 0
     try:
@@ -84,11 +84,14 @@ def test_stream_that_stays_down_ends_after_the_limit(video_server):
     handler = functools.partial(_QuietHandler, directory=folder)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    source = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.gif", reconnect_limit_s=1.5)
+    source = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.gif", give_up_after_s=1.5)
     server.shutdown()
     server.server_close()  # the feed goes away for good
     started = time.monotonic()
-    frames = sum(1 for _ in source)
+    frames = 0
+    with pytest.raises(SourceLost, match="lost: no frame for"):
+        for _ in source:
+            frames += 1
     source.close()
     assert frames >= 1
     assert time.monotonic() - started < 20

@@ -24,7 +24,8 @@ boosters start from the pretrained backbone's own prediction instead of a consta
 i.e. LightGBM's init_score is the `age_mean` column for age and the `gender_logit`
 column for gender, so the trees learn a correction. The prediction is then
 `age = age_mean + raw_age`, `p_male = sigmoid(gender_logit + raw_gender)`; export/
-lightgbm.py builds the same sum in ONNX. `--mode direct` fits from a constant.
+lightgbm.py builds the same sum in ONNX. `--mode direct` fits from a constant. Either
+way the age is clipped to `realtime.metadata.AGE_RANGE` (0-100 years), in the graph too.
 
 `score` prints JSON metrics: gender accuracy, ROC AUC, age MAE/RMSE overall and per
 source (by default on the validation split when the heads were fitted with --split,
@@ -51,6 +52,7 @@ import numpy as np
 # Must be set before libgomp loads, i.e. before lightgbm is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from realtime.metadata import AGE_RANGE
 from training.bottlenecks import load_features
 from training.labels import DEFAULT_LABELS, Labels, load_labels
 from training.metrics import age_decades, age_metrics, decade_label, gender_metrics
@@ -231,7 +233,11 @@ def predict_task(task_name: str, booster, X: np.ndarray, init: np.ndarray | None
     raw = booster.predict(X, raw_score=True, num_iteration=num_iteration)
     if init is not None:
         raw = raw + init
-    return sigmoid(raw) if task_name == "gender" else raw
+    if task_name == "gender":
+        return sigmoid(raw)
+    # a regressor extrapolates past the ages it saw (a Huber head predicted -1.07 years);
+    # the exported graph clips the same way (export.lightgbm), so CV scores what ships
+    return np.clip(raw, *AGE_RANGE)
 
 
 def task_score(task: Task, rows: np.ndarray, pred: np.ndarray) -> float:

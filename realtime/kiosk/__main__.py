@@ -1,7 +1,9 @@
 """python -m realtime.kiosk {report,dashboard,soak}
 
     report     --data-dir DIR [--from T1] [--to T2] [--format csv|json|html] [--out FILE]
-    dashboard  --data-dir DIR [--host 127.0.0.1] [--port 8765]   (the page alone, on a store)
+    dashboard  --data-dir DIR [--host 127.0.0.1] [--port 8765] [--allow-host NAME] [--token T]
+                                                                 (the page alone, on a store;
+                                                                  token also from AGEGENDER_DASHBOARD_TOKEN)
     soak       [--minutes 60] [--fps 15]                         (memory soak, prints the growth)
 
 Exit codes: 0 done, 2 bad input (one line on stderr), 1 unexpected error.
@@ -27,36 +29,40 @@ class _Parser(argparse.ArgumentParser):
 
 def _report(args: argparse.Namespace) -> int:
     from . import report
-    from .store import StoreReader
+    from .store import StoreReader, store_file
 
     reader = StoreReader(args.data_dir)
     start, end = report.resolve_range(reader, args.start, args.end)
+    if args.out is not None:
+        from ..files import refuse_clashes
+        from ..sinks import check_writable
+
+        # before the work: an unwritable --out, or --out naming the store itself, fails at once
+        check_writable(args.out)
+        refuse_clashes({"--out": args.out}, {"--data-dir": store_file(args.data_dir)})
     text = report.render(report.build_report(reader, start, end), args.format)
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    from ..sinks import check_writable
+    from ..sinks import write_text_atomic
 
-    check_writable(args.out)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, args.out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        from ..errors import OutputError
-
-        raise OutputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    # complete or untouched; through a symlink to its target; a device or FIFO is
+    # written in place, never replaced by a regular file
+    write_text_atomic(args.out, text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from .dashboard import DashboardServer
+    from .dashboard import DashboardServer, resolve_token
     from .store import StoreReader
 
+    token = resolve_token(args.token, os.environ)
     StoreReader(args.data_dir)  # refuse a folder without a store before serving
-    server = DashboardServer.start(args.data_dir, args.host, args.port)
+    server = DashboardServer.start(args.data_dir, args.host, args.port, token=token, allowed_hosts=args.allow_host)
+    warning = server.exposure_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"dashboard: {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         while True:
@@ -69,6 +75,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .dashboard import TOKEN_ENV
     from .session import DEFAULT_PORT, port_number
 
     p = _Parser(prog="python -m realtime.kiosk", description="Kiosk reports, dashboard and memory soak.")
@@ -83,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", type=Path, required=True)
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=port_number, default=DEFAULT_PORT)
+    d.add_argument("--token", help=f"require this access token on every request (better: set {TOKEN_ENV}, which other users cannot see in the process list)")
+    d.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="a further host name the page may be opened under (repeatable; the bound address and, on loopback, localhost always work)")
     sub.add_parser("soak", help="memory soak on a synthetic stream (options: soak --help)", add_help=False)
     return p
 

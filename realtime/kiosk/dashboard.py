@@ -12,20 +12,31 @@ included, is local, so it works offline.
     GET /api/report?from=&to=      the report's JSON (same as `report --format json`)
     GET /export/visits.csv?from=&to=   visit rows (within the retention period)
     GET /export/report.csv?from=&to=   the report's CSV
+
+Hardening, on every response: a Content-Security-Policy that allows only the page's own
+files (no inline script or style, no framing), nosniff, no Referer, no Server header.
+Requests must name this server in their Host header (a DNS-rebinding page names its own
+host), and with a token set (`AGEGENDER_DASHBOARD_TOKEN`) every request needs it, as
+`Authorization: Bearer TOKEN` or once as `?token=TOKEN`, which leaves an HttpOnly
+cookie for the page's own requests. It is served by waitress, a production WSGI server.
 """
 
 from __future__ import annotations
 
 import csv
+import hmac
 import io
+import ipaddress
 import logging
+import re
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
+from urllib.parse import urlencode
 
 from ..errors import UserError
 from . import report as reports
@@ -36,6 +47,27 @@ HERE = Path(__file__).resolve().parent
 REFRESH_S = 3.0
 # range name -> (how far back, bucket seconds)
 RANGES = {"hour": ("hour", 60), "today": ("today", 900), "week": ("week", 3600)}
+TOKEN_ENV = "AGEGENDER_DASHBOARD_TOKEN"
+TOKEN_COOKIE = "kiosk_dashboard_token"
+# URL-unreserved characters only: a token must survive a query string (where + is a
+# space), an Authorization header and a cookie unchanged
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# the page loads only its own script, style sheet and API; nothing may frame it
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    # live figures: a kiosk browser must never show a cached page of yesterday
+    "Cache-Control": "no-store",
+}
 VISIT_COLUMNS = ["run_id", "track_id", "start", "end", "dwell_s", "attention_s", "glances", "age", "age_std", "bracket", "gender", "gender_confidence"]
 
 
@@ -93,13 +125,92 @@ def _visits_csv(reader: StoreReader, start: float, end: float) -> Iterator[str]:
         yield take()
 
 
-def create_app(data_dir: str | Path) -> Any:
+def check_token(token: str | None) -> str | None:
+    """The token as given, None for none; UserError for one that cannot travel intact."""
+    if token is None or token == "":
+        return None
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise UserError(
+            "the dashboard token may hold only letters, digits and - . _ ~ "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    return token
+
+
+def resolve_token(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """An option's token, else the environment's (which, unlike options, no other user can list)."""
+    return check_token(given if given is not None else environ.get(TOKEN_ENV))
+
+
+def host_name(header: str) -> str | None:
+    """The host of a Host header, lower case, without port or brackets; None if malformed."""
+    match = re.fullmatch(r"\[([0-9a-f:.%a-z]+)\](?::\d+)?|([^:\[\]]+)(?::\d+)?", header.strip().lower())
+    if match is None:
+        return None
+    name = (match.group(1) or match.group(2)).rstrip(".")
+    return name or None
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        from flask import Flask, Response, jsonify, render_template, request
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def is_loopback(address: str) -> bool:
+    ip = _ip(address)
+    return ip.is_loopback if ip is not None else address.lower() == "localhost"
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who the dashboard answers: the host names a request may use, and the token it must carry."""
+
+    hosts: frozenset[str] = frozenset(LOOPBACK_NAMES)
+    # bound to every interface: any IP literal of this machine may be used, and an IP
+    # literal cannot be rebound by DNS, so any IP literal is accepted then
+    any_ip: bool = False
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_address(cls, host: str, bound_ip: str, extra_hosts: Iterable[str] = (), token: str | None = None) -> "Access":
+        names = {host.lower().strip("[]"), str(_ip(bound_ip) or bound_ip)}
+        names.update(h.lower().strip().strip("[]").rstrip(".") for h in extra_hosts)
+        ip = _ip(bound_ip)
+        any_ip = ip is not None and ip.is_unspecified
+        if is_loopback(bound_ip) or any_ip:
+            names.update(LOOPBACK_NAMES)
+        if not is_loopback(bound_ip):
+            # what other machines most likely call this one
+            hostname = socket.gethostname().lower()
+            names.update({hostname, f"{hostname}.local"})
+        return cls(frozenset(n for n in names if n), any_ip, check_token(token))
+
+    def allows_host(self, name: str) -> bool:
+        if name in self.hosts:
+            return True
+        ip = _ip(name)
+        return ip is not None and (self.any_ip or str(ip) in self.hosts)
+
+    def token_matches(self, offered: str | None) -> bool:
+        if self.token is None or not offered:
+            return False
+        return hmac.compare_digest(offered.encode("utf-8", "replace"), self.token.encode("utf-8"))
+
+
+def create_app(data_dir: str | Path, access: Access | None = None) -> Any:
+    try:
+        from flask import Flask, Response, g, jsonify, redirect, render_template, request
+        from werkzeug.exceptions import HTTPException
     except ImportError:
         raise UserError("the dashboard needs Flask: pip install 'flask>=3.0'") from None
 
     data_dir = Path(data_dir)
+    access = Access() if access is None else access
     app = Flask("realtime.kiosk.dashboard", static_folder=str(HERE / "static"), template_folder=str(HERE / "templates"))
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
@@ -109,6 +220,31 @@ def create_app(data_dir: str | Path) -> Any:
     def period() -> tuple[float, float]:
         return reports.resolve_range(reader(), request.args.get("from") or None, request.args.get("to") or None)
 
+    @app.before_request
+    def guard() -> Any:
+        name = host_name(request.environ.get("HTTP_HOST", ""))
+        if name is None or not access.allows_host(name):
+            # a page on another site whose name now resolves here (DNS rebinding)
+            return jsonify(error="this dashboard does not answer to that host name (allow one with --dashboard-allow-host, or --allow-host when served alone)"), 421
+        if access.token is None:
+            return None
+        bearer = request.headers.get("Authorization", "")
+        if bearer[:7].lower() == "bearer " and access.token_matches(bearer[7:].strip()):
+            return None
+        if access.token_matches(request.cookies.get(TOKEN_COOKIE)):
+            return None
+        if access.token_matches(request.args.get("token")):
+            g.set_token_cookie = True
+            if request.path == "/":
+                # the page again without the token, so it stays out of the address bar and history
+                rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+                return redirect("/" + (f"?{urlencode(rest)}" if rest else ""), code=303)
+            return None
+        response = jsonify(error=f"this dashboard needs its access token ({TOKEN_ENV}): send it as 'Authorization: Bearer TOKEN' or open /?token=TOKEN once")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="kiosk dashboard"'
+        return response
+
     @app.errorhandler(UserError)
     def user_error(exc: UserError) -> Any:
         return jsonify(error=str(exc)), 400
@@ -116,6 +252,16 @@ def create_app(data_dir: str | Path) -> Any:
     @app.errorhandler(ValueError)
     def bad_value(exc: ValueError) -> Any:
         return jsonify(error=str(exc)), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return jsonify(error=f"{exc.code} {exc.name}"), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        # logged with its traceback by Flask; the client learns nothing of the internals
+        app.logger.error("dashboard request failed", exc_info=exc)
+        return jsonify(error="internal error"), 500
 
     @app.get("/")
     def page() -> Any:
@@ -149,9 +295,10 @@ def create_app(data_dir: str | Path) -> Any:
         return Response(_visits_csv(r, start, end), mimetype="text/csv", headers={"Content-Disposition": "attachment; filename=kiosk-visits.csv"})
 
     @app.after_request
-    def no_cache(response: Any) -> Any:
-        # live figures: a kiosk browser must never show a cached page of yesterday
-        response.headers["Cache-Control"] = "no-store"
+    def harden(response: Any) -> Any:
+        response.headers.update(SECURITY_HEADERS)
+        if g.get("set_token_cookie"):
+            response.set_cookie(TOKEN_COOKIE, access.token or "", httponly=True, samesite="Strict", path="/")
         return response
 
     return app
@@ -159,39 +306,92 @@ def create_app(data_dir: str | Path) -> Any:
 
 @dataclass
 class DashboardServer:
-    """The app on a werkzeug server in a daemon thread."""
+    """The app on a waitress server whose event loop runs in a daemon thread."""
 
     server: Any
     thread: threading.Thread
     host: str
     port: int
+    access: Access = field(default_factory=Access)
+    stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    @classmethod
-    def start(cls, data_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> "DashboardServer":
-        from werkzeug.serving import make_server
+    @property
+    def exposed(self) -> bool:
+        """Reachable from other machines (bound to an address that is not loopback)."""
+        return not is_loopback(str(self.server.socket.getsockname()[0]))
 
-        app = create_app(data_dir)
-        # one log line per request every few seconds would bury the kiosk's own output
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        # bind here rather than in werkzeug, which prints its own lines and exits
+    def exposure_warning(self) -> str | None:
+        """One line for the operator when other machines can reach the dashboard."""
+        if not self.exposed:
+            return None
+        guard = "a token is required" if self.access.token else f"anyone who can reach it can read it: set {TOKEN_ENV} to require a token"
+        return f"warning: the dashboard on {self.host}:{self.port} is reachable from other machines over plain HTTP; {guard}"
+
+    @classmethod
+    def start(
+        cls,
+        data_dir: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        allowed_hosts: Iterable[str] = (),
+    ) -> "DashboardServer":
+        try:
+            from waitress.server import create_server
+        except ImportError:
+            raise UserError("the dashboard needs waitress: pip install 'waitress>=3.0'") from None
+
+        # bind here rather than in waitress, to say why in one line when it cannot
         sock = _listen(host, port)
         try:
-            server = make_server(host, port, app, threaded=True, fd=sock.fileno())
-        finally:
-            sock.close()  # werkzeug serves on a duplicate of it
-        thread = threading.Thread(target=server.serve_forever, name="kiosk-dashboard", daemon=True)
+            access = Access.for_address(host, str(sock.getsockname()[0]), allowed_hosts, token)
+            app = create_app(data_dir, access)
+            socket_map: dict[int, Any] = {}
+            # ident "" sends no Server header: nothing to tell a scanner which versions run
+            server = create_server(app, map=socket_map, sockets=[sock], threads=4, ident="", asyncore_use_poll=True)
+        except BaseException:
+            sock.close()
+            raise
+        # waitress logs each queue-depth hiccup; a kiosk's own output matters more
+        logging.getLogger("waitress").setLevel(logging.ERROR)
+        stopping = threading.Event()
+        thread = threading.Thread(target=_serve, args=(server, socket_map, stopping), name="kiosk-dashboard", daemon=True)
         thread.start()
-        return cls(server, thread, host, int(server.socket.getsockname()[1]))
+        return cls(server, thread, host, int(sock.getsockname()[1]), access, stopping)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        self.stopping.set()
+        if self.thread.is_alive():
+            try:
+                self.server.pull_trigger()  # wake the loop at once rather than at its next timeout
+            except OSError:
+                pass
+        self.thread.join(timeout=10)
+
+
+def _serve(server: Any, socket_map: dict[int, Any], stopping: threading.Event) -> None:
+    """waitress's loop, one poll at a time so that stop() ends it; all closing happens here."""
+    from waitress import wasyncore
+
+    try:
+        while not stopping.is_set():
+            wasyncore.loop(timeout=1.0, use_poll=True, map=socket_map, count=1)
+    finally:
+        for channel in list(socket_map.values()):
+            if channel is server or channel is server.trigger:
+                continue
+            try:
+                channel.handle_close()  # also wakes a request thread waiting to write to it
+            except OSError:
+                pass
+        server.close()
+        server.task_dispatcher.shutdown(timeout=5)
 
 
 def _listen(host: str, port: int) -> socket.socket:

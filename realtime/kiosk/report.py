@@ -51,23 +51,51 @@ class Report:
     gaps: list[dict[str, Any]]
 
 
+# The years a report or export may name. The store's times are seconds since the epoch,
+# so nothing is stored before 1970; the upper bound keeps every time the period can
+# produce (the day after a bare --to, a zone's offset, local-time conversions in SQLite
+# and in iso()) far inside what datetime represents, so an absurd date is a clear error
+# rather than an OverflowError deep inside a query.
+YEARS = (1970, 2999)
+_EXAMPLE = "e.g. 2024-05-01 or 2024-05-01T09:30"
+
+
 def parse_time(text: str, *, end: bool = False) -> float:
     """ISO date or date-time to epoch seconds; no zone means local time.
 
     A bare date is its midnight, or the next midnight for the end of a range, so that
-    --from 2024-05-01 --to 2024-05-01 is that whole day.
+    --from 2024-05-01 --to 2024-05-01 is that whole day. Anything that is not an ISO
+    date or time, or is outside YEARS, is a UserError (one line), so every caller (the
+    report command, each dashboard endpoint) refuses it the same way.
     """
     text = text.strip()
+    if text[:4].isdigit():  # year 0000 or 9999: say what is wrong, not "not a date"
+        _check_year(int(text[:4]), text)
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            if end:
-                day += timedelta(days=1)
-            return datetime(day.year, day.month, day.day).timestamp()
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    if day is not None:
+        _check_year(day.year, text)
+        if end:
+            day += timedelta(days=1)
+        return datetime(day.year, day.month, day.day).timestamp()
+    try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UserError(f"not an ISO date or time: {text!r} (e.g. 2024-05-01 or 2024-05-01T09:30)") from None
+        raise UserError(f"not an ISO date or time: {_shown(text)} ({_EXAMPLE})") from None
+    _check_year(moment.year, text)
     return moment.timestamp()  # naive: local time
+
+
+def _check_year(year: int, text: str) -> None:
+    if not YEARS[0] <= year <= YEARS[1]:
+        raise UserError(f"date out of range: {_shown(text)} (years {YEARS[0]} to {YEARS[1]})")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    # the text may come from a URL: never echo a megabyte of it back
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def iso(t: float) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -38,6 +38,8 @@ class KioskOptions:
     dashboard: bool = False
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = DEFAULT_PORT
+    dashboard_token: str | None = field(default=None, repr=False)  # required on every request when set
+    dashboard_allowed_hosts: tuple[str, ...] = ()  # host names beyond the bound address and loopback
 
 
 class KioskSession:
@@ -75,16 +77,24 @@ class KioskSession:
         self._pending.extend(self.builder.observe(result, self.origin))
         self._flush()
         self._record_gaps()
-        self.store.tick(self.faces_now, self.builder.people_now, now=now)
+        # the visits in progress are checkpointed with the heartbeat, so that a kill loses
+        # at most a heartbeat period of them too
+        self.store.tick(self.faces_now, self.builder.people_now, now=now, open_visits=self._open_visits)
 
     def final(self, summaries: Iterable[TrackSummary]) -> None:
-        """The people still in view when the run ends."""
+        """The people still in view when the run ends, and a camera gap still open."""
         if self.origin is None:
             self.origin = self.clock()
-        self._pending.extend(self.builder.close(summaries, self.origin))
+        self._pending.extend(self.builder.finish(summaries, self.origin))
         self.faces_now = 0
-        self._flush()
-        self._record_gaps()
+        self._flush()  # each visit replaces its checkpoint
+        self._record_gaps(stopping=True)
+        # no one is in view any more: no checkpoint may outlive the run
+        self.store.tick(0, 0, now=self.clock(), force=True, open_visits=self._open_visits)
+
+    def _open_visits(self) -> list[Visit]:
+        assert self.origin is not None  # set by the first frame
+        return self.builder.open_visits(self.origin)
 
     def _flush(self) -> None:
         if not self._pending:
@@ -95,11 +105,14 @@ class KioskSession:
         self.viewers += sum(v.viewer for v in self._pending)
         self._pending.clear()
 
-    def _record_gaps(self) -> None:
+    def _record_gaps(self, stopping: bool = False) -> None:
         stats = getattr(self.source, "stats", None)  # live sources record their gaps
         if stats is None or self.origin is None:
             return
-        gaps = stats.gaps
+        so_far = getattr(stats, "gaps_so_far", None)
+        # at the stop, a gap still open counts too, ending now: taken with the closed ones
+        # in one snapshot, so a gap closing meanwhile is neither lost nor counted twice
+        gaps = so_far() if stopping and so_far is not None else stats.gaps
         while self._gaps_recorded < len(gaps):
             start, end = gaps[self._gaps_recorded]
             self.store.add_gap(self.origin + start, self.origin + end, "camera")
@@ -168,11 +181,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dashboard", action="store_true", help="serve the live dashboard, JSON API and CSV export")
     g.add_argument("--dashboard-host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     g.add_argument("--dashboard-port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    g.add_argument("--dashboard-token", metavar="TOKEN", help="require this access token on every dashboard request (better: set AGEGENDER_DASHBOARD_TOKEN, which other users cannot see in the process list)")
+    g.add_argument("--dashboard-allow-host", action="append", default=[], metavar="NAME", help="a further host name the dashboard may be opened under (repeatable; the bound address and, on loopback, localhost always work)")
 
 
 def options_from_args(args: argparse.Namespace) -> KioskOptions:
     if args.data_dir is None:
         raise UserError("--kiosk needs --data-dir (the folder for the kiosk's store)")
+    import os
+
+    from .dashboard import resolve_token
+
+    if not args.dashboard and (args.dashboard_token is not None or args.dashboard_allow_host):
+        raise UserError("--dashboard-token and --dashboard-allow-host need --dashboard")
     rules = VisitRules(min_dwell_s=args.min_dwell, min_glance_s=args.min_glance, brackets=args.age_brackets)
     return KioskOptions(
         data_dir=args.data_dir,
@@ -181,6 +202,8 @@ def options_from_args(args: argparse.Namespace) -> KioskOptions:
         dashboard=args.dashboard,
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
+        dashboard_token=resolve_token(args.dashboard_token, os.environ) if args.dashboard else None,
+        dashboard_allowed_hosts=tuple(args.dashboard_allow_host),
     )
 
 
@@ -190,21 +213,20 @@ def run_from_args(args: argparse.Namespace, console: Any) -> int:
     from ..detection import DetectorOptions
     from ..runner import RunOptions, run as run_frames
     from ..scheduling import ScheduleOptions
-    from ..sinks import check_video_path, check_writable
+    from ..sinks import check_outputs
+    from ..redact import redact
     from ..sources import open_source
     from ..tracking import TrackerOptions
+    from .store import store_file
 
     options = options_from_args(args)
-    if args.output is not None:
-        check_video_path(args.output)
-    for path in (args.events, args.frames, args.summary):
-        if path is not None:
-            check_writable(path)
+    outputs = {"--output": args.output, "--events": args.events, "--frames": args.frames, "--summary": args.summary}
+    check_outputs(args.source, outputs, {"--model": args.model, "--data-dir": store_file(options.data_dir)})
     # the store first: a bad data dir fails at once, before the camera and the model
-    store = KioskStore.open(options.data_dir, options.store, source=str(args.source), brackets=options.rules.brackets)
+    store = KioskStore.open(options.data_dir, options.store, source=redact(str(args.source)), brackets=options.rules.brackets)
     reason = "error"
     try:
-        with open_source(args.source, folder_fps=args.folder_fps) as source:
+        with open_source(args.source, folder_fps=args.folder_fps, give_up_after_s=args.give_up_after) as source:
             analyzer_options = AnalyzerOptions(
                 model_path=args.model,
                 device=args.device,
@@ -253,6 +275,15 @@ def run_from_args(args: argparse.Namespace, console: Any) -> int:
 def _start_dashboard(options: KioskOptions, console: Any) -> Any:
     from .dashboard import DashboardServer
 
-    server = DashboardServer.start(options.data_dir, options.dashboard_host, options.dashboard_port)
-    console.print(f"dashboard: {server.url}")
+    server = DashboardServer.start(
+        options.data_dir,
+        options.dashboard_host,
+        options.dashboard_port,
+        token=options.dashboard_token,
+        allowed_hosts=options.dashboard_allowed_hosts,
+    )
+    warning = server.exposure_warning()
+    if warning:
+        console.print(warning, markup=False, soft_wrap=True)
+    console.print(f"dashboard: {server.url}{' (token required)' if options.dashboard_token else ''}")
     return server

@@ -9,8 +9,11 @@ returns is a new visit.
 
 Tables:
 
-* visits: one row per visit (see visits.py for the definitions); dropped after the
-  retention period.
+* visits: one row per visit (see visits.py for the definitions, and `ended`: left,
+  stopped or crashed); dropped after the retention period.
+* open_visits: the visits in progress of the running kiosk, as of its last heartbeat
+  (checkpoints, not counted anywhere); the next start turns those of a run that died
+  into visits ended by "crashed".
 * minute_stats, minute_hist: per-minute aggregates by age bracket and gender, and
   per-minute dwell and attention histograms; kept for good, so reports over old
   periods still work after their visit rows are gone.
@@ -19,11 +22,18 @@ Tables:
 * live: one row, what the camera sees now, for the dashboard.
 
 Durability: WAL journal with synchronous=NORMAL. Visits are committed in the frame they
-end in, the heartbeat and live row at least every second, so a kill -9 (or a power cut,
-up to the last checkpointed WAL frames) loses at most the last second. Every write is
-one transaction: a failure (full disk, vanished mount) rolls it back and leaves the
-store as it was before, then stops the kiosk with a one-line error. A lock file keeps a
-second kiosk process off the same data directory.
+end in; the heartbeat, the live row and the checkpoints of the visits in progress at
+least every second, in one transaction. So a kill -9 (or a power cut, up to the last
+checkpointed WAL frames) loses at most the last second, of finished visits and of those
+in progress alike. A checkpoint is replaced by its visit when the visit ends, or turned
+into one at the next start if the run died: each visit counts in the aggregates once.
+Every write is one transaction: a failure (full disk, vanished mount) rolls it back and
+leaves the store as it was before, then stops the kiosk with a one-line error. A lock
+file keeps a second kiosk process off the same data directory.
+
+Ownership: before anything writes (journal mode, lock file, schema) the file named as
+the store is identified read-only: a kiosk store (its application_id, or a version-1
+store's meta table), an empty file or none at all. Anything else is refused untouched.
 """
 
 from __future__ import annotations
@@ -32,15 +42,19 @@ import fcntl
 import math
 import os
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import OutputError, UserError
-from .visits import ATTENTION_EDGES, DWELL_EDGES, UNKNOWN, AgeBrackets, Totals, Visit, bin_index, bracket_order
+from .visits import ATTENTION_EDGES, CRASHED, DWELL_EDGES, UNKNOWN, AgeBrackets, Totals, Visit, bin_index, bracket_order
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# SQLite's header field for the file's owner ("KIOS"): identifies a store without SQL
+APPLICATION_ID = int.from_bytes(b"KIOS", "big")
+SQLITE_MAGIC = b"SQLite format 3\x00"
 STORE_NAME = "kiosk.sqlite3"
 LOCK_NAME = "kiosk.lock"
 # the live row is stale (camera gone or kiosk stopped) after this long
@@ -80,9 +94,25 @@ CREATE TABLE IF NOT EXISTS visits (
     bracket TEXT NOT NULL,
     gender TEXT NOT NULL,
     gender_confidence REAL,
+    ended TEXT NOT NULL DEFAULT 'left',
     UNIQUE (run_id, track_id)
 );
 CREATE INDEX IF NOT EXISTS visits_start ON visits (start);
+CREATE TABLE IF NOT EXISTS open_visits (
+    run_id INTEGER NOT NULL,
+    track_id INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    dwell_s REAL NOT NULL,
+    attention_s REAL NOT NULL,
+    glances INTEGER NOT NULL,
+    age REAL,
+    age_std REAL,
+    bracket TEXT NOT NULL,
+    gender TEXT NOT NULL,
+    gender_confidence REAL,
+    PRIMARY KEY (run_id, track_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS minute_stats (
     minute INTEGER NOT NULL,
     bracket TEXT NOT NULL,
@@ -109,6 +139,13 @@ CREATE TABLE IF NOT EXISTS live (
     people INTEGER NOT NULL
 );
 """
+
+# statements that bring a store of version N to N + 1 (tables that are new in N + 1 come
+# from SCHEMA's CREATE ... IF NOT EXISTS)
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE visits ADD COLUMN ended TEXT NOT NULL DEFAULT 'left'",),
+}
+VISIT_FIELDS = "track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender, gender_confidence"
 
 HISTOGRAMS = {"dwell": DWELL_EDGES, "attention": ATTENTION_EDGES}
 
@@ -170,7 +207,7 @@ class KioskStore:
         self.run_id = run_id
         self._conn: sqlite3.Connection | None = conn
         self._lock = lock
-        self._last_commit = time.monotonic()
+        self._last_tick = time.monotonic()
         self._last_retention = time.monotonic()
         self.frames = 0
         self.visits_written = 0
@@ -195,10 +232,11 @@ class KioskStore:
             raise StoreError(f"cannot use data dir {data_dir}: {_reason(exc)}") from None
         if not os.access(data_dir, os.W_OK | os.X_OK):
             raise StoreError(f"cannot use data dir {data_dir}: it is not writable")
+        path = store_file(data_dir)
+        _identify(path)  # read-only: a file that is not ours is refused untouched
         lock = _acquire_lock(data_dir)
         conn = None
         try:
-            path = store_file(data_dir)
             conn = _connect(path)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -211,6 +249,8 @@ class KioskStore:
             conn.execute("BEGIN IMMEDIATE")
             # a run with no stop was killed: it ended at its last heartbeat
             conn.execute("UPDATE runs SET stopped_at = heartbeat_at, stop_reason = 'crashed' WHERE stopped_at IS NULL")
+            # ... with these people in view: we hold the lock, so no checkpoint is live
+            _close_open_visits(conn)
             cur = conn.execute(
                 "INSERT INTO runs (started_at, heartbeat_at, source, pid) VALUES (?, ?, ?, ?)", (now, now, source, os.getpid())
             )
@@ -234,7 +274,7 @@ class KioskStore:
 
     # ------------------------------------------------------------------ writing
 
-    def _transaction(self, work: Any) -> Any:
+    def _transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run work(conn) in one transaction; any failure leaves the store as it was."""
         conn = self._conn
         if conn is None:
@@ -250,7 +290,6 @@ class KioskStore:
                 raise
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot write the kiosk store {self.path}: {_reason(exc)}") from None
-        self._last_commit = time.monotonic()
         return result
 
     def add_visits(self, visits: Iterable[Visit], now: float | None = None) -> int:
@@ -261,18 +300,10 @@ class KioskStore:
         now = time.time() if now is None else now
 
         def work(conn: sqlite3.Connection) -> int:
-            added = 0
-            for v in batch:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO visits (run_id, track_id, start, end, dwell_s, attention_s, glances, age, age_std,"
-                    " bracket, gender, gender_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.run_id, v.track_id, v.start, v.end, v.dwell_s, v.attention_s, v.glances, v.age, v.age_std,
-                     v.bracket, v.gender, v.gender_confidence),
-                )
-                if cur.rowcount != 1:
-                    continue  # already written by an earlier, interrupted flush
-                added += 1
-                _add_aggregates(conn, v)
+            # already written by an earlier, interrupted flush: not counted again
+            added = sum(_insert_visit(conn, self.run_id, v) for v in batch)
+            # the visit replaces its checkpoint
+            conn.executemany("DELETE FROM open_visits WHERE run_id = ? AND track_id = ?", [(self.run_id, v.track_id) for v in batch])
             conn.execute(
                 "UPDATE runs SET visits = visits + ?, heartbeat_at = ?, frames = ? WHERE id = ?", (added, now, self.frames, self.run_id)
             )
@@ -287,12 +318,24 @@ class KioskStore:
             "INSERT INTO gaps (run_id, start, end, kind) VALUES (?, ?, ?, ?)", (self.run_id, start, end, kind)
         ))
 
-    def tick(self, faces: int, people: int, now: float | None = None, force: bool = False) -> bool:
-        """Heartbeat and live row, committed when a second has passed; True if written."""
+    def tick(
+        self,
+        faces: int,
+        people: int,
+        now: float | None = None,
+        force: bool = False,
+        open_visits: Callable[[], Iterable[Visit]] | None = None,
+    ) -> bool:
+        """Heartbeat, live row and checkpoints, committed once per heartbeat period; True if written.
+
+        open_visits, called only when the tick is due, gives the visits in progress: they
+        replace this run's checkpoints (None leaves the checkpoints as they are).
+        """
         mono = time.monotonic()
-        if not force and mono - self._last_commit < self.options.heartbeat_s:
+        if not force and mono - self._last_tick < self.options.heartbeat_s:
             return False
         now = time.time() if now is None else now
+        checkpoint = None if open_visits is None else list(open_visits())
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE runs SET heartbeat_at = ?, frames = ? WHERE id = ?", (now, self.frames, self.run_id))
@@ -300,8 +343,16 @@ class KioskStore:
                 "INSERT OR REPLACE INTO live (id, run_id, updated_at, faces, people) VALUES (1, ?, ?, ?, ?)",
                 (self.run_id, now, faces, people),
             )
+            if checkpoint is not None:
+                conn.execute("DELETE FROM open_visits WHERE run_id = ?", (self.run_id,))
+                conn.executemany(
+                    f"INSERT INTO open_visits (run_id, {VISIT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(self.run_id, *_visit_values(v)) for v in checkpoint],
+                )
 
         self._transaction(work)
+        # the period counts from this tick: commits of visits in between carry no checkpoint
+        self._last_tick = mono
         if mono - self._last_retention >= self.options.retention_every_s:
             self.apply_retention(now)
         return True
@@ -350,6 +401,34 @@ class KioskStore:
         self.close("error" if exc_type is not None else "stopped")
 
 
+def _visit_values(v: Visit) -> tuple[Any, ...]:
+    """The values of VISIT_FIELDS, in order."""
+    return (v.track_id, v.start, v.end, v.dwell_s, v.attention_s, v.glances, v.age, v.age_std, v.bracket, v.gender,
+            v.gender_confidence)
+
+
+def _insert_visit(conn: sqlite3.Connection, run_id: int, v: Visit) -> bool:
+    """Store a visit and count it in the aggregates, unless the run has it already."""
+    cur = conn.execute(
+        f"INSERT OR IGNORE INTO visits (run_id, {VISIT_FIELDS}, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, *_visit_values(v), v.ended),
+    )
+    if cur.rowcount != 1:
+        return False
+    _add_aggregates(conn, v)
+    return True
+
+
+def _close_open_visits(conn: sqlite3.Connection) -> None:
+    """Turn every checkpoint left in the store into a visit ended by a crash (within a transaction)."""
+    added: dict[int, int] = {}
+    for run_id, *values in conn.execute(f"SELECT run_id, {VISIT_FIELDS} FROM open_visits").fetchall():
+        visit = Visit(*values, ended=CRASHED)
+        added[run_id] = added.get(run_id, 0) + _insert_visit(conn, run_id, visit)
+    conn.executemany("UPDATE runs SET visits = visits + ? WHERE id = ?", [(n, run_id) for run_id, n in added.items()])
+    conn.execute("DELETE FROM open_visits")
+
+
 def _add_aggregates(conn: sqlite3.Connection, v: Visit) -> None:
     minute = minute_of(v.start)
     conn.execute(
@@ -370,22 +449,93 @@ def _add_aggregates(conn: sqlite3.Connection, v: Visit) -> None:
         )
 
 
-def _check_or_create_schema(conn: sqlite3.Connection, path: Path, now: float) -> None:
+def _foreign(path: Path) -> StoreError:
+    return StoreError(f"cannot use the kiosk store {path}: it is a SQLite database but not a kiosk store")
+
+
+def _newer(path: Path, version: int) -> StoreError:
+    return StoreError(f"cannot use the kiosk store {path}: it was written by a newer version (schema {version} > {SCHEMA_VERSION})")
+
+
+def _stored_version(conn: sqlite3.Connection, path: Path) -> int | None:
+    """The schema version of a kiosk store, None for an empty database; foreign ones raise."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if tables and "meta" not in tables:
-        raise StoreError(f"cannot use {path}: it is a SQLite database but not a kiosk store")
-    if "meta" in tables:
+    if not tables:
+        return None
+    if "meta" not in tables:
+        raise _foreign(path)
+    try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"cannot use {path}: it was written by a newer version (schema {version} > {SCHEMA_VERSION})")
+    except (sqlite3.Error, ValueError, TypeError):
+        version = 0
+    if version < 1:  # a table named meta that we did not write
+        raise _foreign(path)
+    if version > SCHEMA_VERSION:
+        raise _newer(path, version)
+    return version
+
+
+def _identify(path: Path) -> None:
+    """Refuse a file that is not a kiosk store, without writing anything (not even a lock).
+
+    SQLite's header says whether a file is a database and whose (application_id); stores
+    of version 1 predate the id and are recognised by their meta table, read through a
+    read-only, immutable connection: a plain read-only one would leave -wal and -shm
+    files beside a WAL database.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot use the kiosk store {path}: {_reason(exc)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"cannot use the kiosk store {path}: it is not a regular file")
+    if st.st_size == 0:
+        return  # an empty file is an empty database: nothing in it to lose
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise StoreError(f"cannot use the kiosk store {path}: {_reason(exc)}") from None
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise StoreError(f"cannot use the kiosk store {path}: the file is not a usable SQLite database")
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id == APPLICATION_ID:
+        return
+    if app_id != 0:
+        raise _foreign(path)
+    wal_mode = header[18] == 2
+    wal = path.with_name(path.name + "-wal")
+    # the content of a WAL database killed before its checkpoint is partly in its -wal
+    # file, which only a non-immutable connection reads (a kiosk store left by kill -9)
+    mode = "mode=ro" if wal_mode and wal.exists() else "mode=ro&immutable=1"
+    conn = None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=5.0)
+        _stored_version(conn, path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot use the kiosk store {path}: {_reason(exc)}") from None
+    finally:
+        _close_quietly(conn)
+
+
+def _check_or_create_schema(conn: sqlite3.Connection, path: Path, now: float) -> None:
+    """Create the schema, or bring a store of an earlier version up to this one."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        # checked again under the lock: the file may have changed since _identify
+        version = _stored_version(conn, path) or SCHEMA_VERSION
+        for v in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[v]:
+                conn.execute(statement)
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(now),))
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -449,6 +599,7 @@ class StoreReader:
         self.path = store_file(self.data_dir)
         if not self.path.is_file():
             raise UserError(f"no kiosk store in {self.data_dir} (expected {self.path})")
+        _identify(self.path)  # a foreign file: one clear line, and no -wal or -shm beside it
 
     def _connect(self) -> sqlite3.Connection:
         try:

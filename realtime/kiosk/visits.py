@@ -18,6 +18,11 @@ Definitions, as the digital-signage trade uses them:
 
 A person who leaves and comes back after the tracker's timeout is a second visit: the
 kiosk never recognises anyone, so it cannot know.
+
+How a visit ended (`Visit.ended`): "left" when the tracker saw the person go, "stopped"
+when the person was still in view as the run stopped, "crashed" when the run died with
+the person in view: that visit is its last checkpoint (see store.py), so its dwell is
+short of the truth by at most the checkpoint interval.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ GENDERS = ("female", "male", UNKNOWN)
 # histogram bin edges, seconds: bin 0 is below the first edge, the last bin is open
 DWELL_EDGES: tuple[float, ...] = (5, 10, 20, 30, 60, 120, 300)
 ATTENTION_EDGES: tuple[float, ...] = (1, 2, 5, 10, 30)
+# how a visit ended, see the module docstring
+LEFT, STOPPED, CRASHED = "left", "stopped", "crashed"
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class Visit:
     bracket: str
     gender: str  # female, male or unknown
     gender_confidence: float | None
+    ended: str = LEFT
 
     @property
     def viewer(self) -> bool:
@@ -133,32 +141,58 @@ def dwell_seconds(summary: TrackSummary, frame_dt: float) -> float:
     return summary.last_time - summary.first_time + frame_dt
 
 
-def make_visit(summary: TrackSummary, spans: Sequence[tuple[float, float]], frame_dt: float, origin: float, rules: VisitRules) -> Visit | None:
-    """The visit a finished track makes, or None if it was too short to count."""
-    dwell = dwell_seconds(summary, frame_dt)
+@dataclass(frozen=True)
+class Seen:
+    """What a visit is made of: a track's first and last time in view and its estimate."""
+
+    track_id: int
+    first_time: float  # source seconds
+    last_time: float
+    age: float | None
+    age_std: float | None
+    gender: str | None
+    gender_confidence: float | None
+
+
+def make_visit(
+    seen: Seen | TrackSummary, spans: Sequence[tuple[float, float]], frame_dt: float, origin: float, rules: VisitRules,
+    ended: str = LEFT,
+) -> Visit | None:
+    """The visit a finished (or, for a checkpoint, ongoing) track makes, or None if too short to count."""
+    dwell = seen.last_time - seen.first_time + frame_dt
     if dwell < rules.min_dwell_s:
         return None
     glances = glance_durations(spans, frame_dt, rules.min_glance_s)
-    gender = summary.gender if summary.gender in ("female", "male") else UNKNOWN
+    gender = seen.gender if seen.gender in ("female", "male") else UNKNOWN
     return Visit(
-        track_id=summary.track_id,
-        start=origin + summary.first_time,
-        end=origin + summary.last_time + frame_dt,
+        track_id=seen.track_id,
+        start=origin + seen.first_time,
+        end=origin + seen.last_time + frame_dt,
         dwell_s=dwell,
         attention_s=min(sum(glances), dwell),
         glances=len(glances),
-        age=summary.age,
-        age_std=summary.age_std,
-        bracket=rules.brackets.label(summary.age),
+        age=seen.age,
+        age_std=seen.age_std,
+        bracket=rules.brackets.label(seen.age),
         gender=gender,
-        gender_confidence=summary.gender_confidence if gender != UNKNOWN else None,
+        gender_confidence=seen.gender_confidence if gender != UNKNOWN else None,
+        ended=ended,
     )
 
 
 @dataclass
 class _TrackAttention:
+    first_seen: float
     last_seen: float
     spans: list[tuple[float, float]] = field(default_factory=list)
+    # the latest estimate shown for the person, for the checkpoint of an open visit
+    age: float | None = None
+    age_std: float | None = None
+    gender: str | None = None
+    gender_confidence: float | None = None
+
+    def so_far(self, track_id: int) -> Seen:
+        return Seen(track_id, self.first_seen, self.last_seen, self.age, self.age_std, self.gender, self.gender_confidence)
 
 
 class VisitBuilder:
@@ -183,8 +217,12 @@ class VisitBuilder:
         self._update_frame_dt(result.time)
         merge = self.rules.merge_gap_s
         for face in result.faces:
-            track = self._tracks.setdefault(face.track_id, _TrackAttention(result.time))
+            track = self._tracks.setdefault(face.track_id, _TrackAttention(result.time, result.time))
             track.last_seen = result.time
+            if face.age is not None:
+                track.age, track.age_std = float(face.age), face.age_std
+            if face.gender is not None:
+                track.gender, track.gender_confidence = face.gender, face.gender_confidence
             if face_attentive(face.keypoints, face.attentive, self.rules.attention):
                 spans = track.spans
                 if spans and result.time - spans[-1][1] <= merge + 1e-9:
@@ -196,11 +234,27 @@ class VisitBuilder:
             self._purge(result.time)
         return visits
 
-    def close(self, summaries: Iterable[TrackSummary], origin: float) -> list[Visit]:
+    def close(self, summaries: Iterable[TrackSummary], origin: float, ended: str = LEFT) -> list[Visit]:
         visits = []
         for summary in summaries:
             track = self._tracks.pop(summary.track_id, None)
-            visit = make_visit(summary, track.spans if track else [], self.frame_dt, origin, self.rules)
+            visit = make_visit(summary, track.spans if track else [], self.frame_dt, origin, self.rules, ended)
+            if visit is not None:
+                visits.append(visit)
+        return visits
+
+    def finish(self, summaries: Iterable[TrackSummary], origin: float) -> list[Visit]:
+        """The run stopped: the people still in view become visits, the rest is forgotten."""
+        visits = self.close(summaries, origin, STOPPED)
+        # the analyzer ended every track it had; one it did not summarise is no visit
+        self._tracks.clear()
+        return visits
+
+    def open_visits(self, origin: float) -> list[Visit]:
+        """The visits in progress as they stand now (people in view for the minimum dwell)."""
+        visits = []
+        for track_id, track in self._tracks.items():
+            visit = make_visit(track.so_far(track_id), track.spans, self.frame_dt, origin, self.rules, CRASHED)
             if visit is not None:
                 visits.append(visit)
         return visits
