@@ -12,54 +12,19 @@ good, 130 stopped by a signal, 1 unexpected error).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-# OpenCV's own logging prints multi-line C++ errors for a missing camera; the product
-# reports such failures itself, in one line
-os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-# mediapipe and TensorFlow write C++ log lines on stderr at start-up
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if TYPE_CHECKING:
+    from realtime.analyzer import Analyzer, AnalyzerOptions
+    from realtime.kiosk.session import KioskRun
+    from realtime.sources import SourceInfo
 
+from realtime.cli import OneLineParser, checked_number, positive_float, positive_int, probability, silence_native_logs
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def finite_float(text: str, expected: str) -> float:
-    """A number, never inf or NaN: inf passes `> 0` and NaN fails every test silently, and
-    either breaks the arithmetic downstream (`--track-timeout inf` crashed the tracker)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = finite_float(text, "a positive number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = finite_float(text, "a number between 0 and 1")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
+silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
 
 
 # an image folder's frame rate: frame times are index / rate, so a tiny rate made them
@@ -69,10 +34,7 @@ FOLDER_FPS_RANGE = (0.001, 1000.0)
 
 def folder_fps(text: str) -> float:
     low, high = FOLDER_FPS_RANGE
-    value = finite_float(text, f"frames per second between {low:g} and {high:g}")
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"expected frames per second between {low:g} and {high:g}, got {text!r}")
-    return value
+    return checked_number(text, float, lambda v: low <= v <= high, f"frames per second between {low:g} and {high:g}")
 
 
 # a script on a dead camera or stream ends rather than waiting forever; a kiosk never gives up
@@ -83,20 +45,8 @@ def give_up_seconds(text: str) -> float:
     """--give-up-after: seconds, or 0 / never for no limit (infinity)."""
     if text.strip().lower() == "never":
         return float("inf")
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, 0 or never, got {text!r}") from None
-    if value == 0:
-        return float("inf")
-    if not value > 0:  # NaN and negatives
-        raise argparse.ArgumentTypeError(f"expected seconds, 0 or never, got {text!r}")
-    return value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    value = checked_number(text, float, lambda v: v >= 0, "seconds, 0 or never")  # NaN and negatives fail
+    return float("inf") if value == 0 else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"age/gender ONNX model (default: {DEFAULT_MODEL.name})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto", help="execution provider (auto: TensorRT, CUDA, then CPU)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
-    p.add_argument("--output", type=Path, help="write the annotated video here (.mp4, .avi, .mkv, .mov)")
-    p.add_argument("--events", type=Path, help="JSON lines: one record per person, written as the person leaves")
-    p.add_argument("--frames", type=Path, help="JSON lines: one record per frame with every face shown")
-    p.add_argument("--summary", type=Path, help="JSON summary of the run, written at exit")
+    from realtime.sinks import OUTPUTS
+
+    for kind in OUTPUTS:
+        p.add_argument(kind.option, type=Path, metavar="FILE", help=kind.help)
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--give-up-after", type=give_up_seconds, metavar="SECONDS", help="a camera or stream down this long ends the run (exit 3, outputs complete); 0 or never: keep retrying (default: 60, never with --kiosk)")
     g = p.add_argument_group("tuning")
@@ -203,61 +153,83 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path | None]:
-    return {"--output": args.output, "--events": args.events, "--frames": args.frames, "--summary": args.summary}
+    """Each file output's path by its `realtime.sinks.OUTPUTS` name (None when not asked for)."""
+    from realtime.sinks import OUTPUTS
+
+    return {kind.name: getattr(args, kind.option.lstrip("-").replace("-", "_")) for kind in OUTPUTS}
 
 
-def run(args: argparse.Namespace, console: object) -> int:
-    if args.kiosk:
-        from realtime.kiosk.session import run_from_args as run_kiosk
-
-        return run_kiosk(args, console)
-    from realtime.analyzer import Analyzer, AnalyzerOptions
+def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
+    from realtime.analyzer import AnalyzerOptions
     from realtime.detection import DetectorOptions
-    from realtime.runner import RunOptions, people_table, run as run_frames
     from realtime.scheduling import ScheduleOptions
-    from realtime.sinks import check_outputs
-    from realtime.sources import open_source
     from realtime.tracking import TrackerOptions
 
-    check_outputs(args.source, output_paths(args), {"--model": args.model})
-    give_up = DEFAULT_GIVE_UP_AFTER_S if args.give_up_after is None else args.give_up_after
-    source = open_source(args.source, folder_fps=args.folder_fps, give_up_after_s=give_up)
-    with source:
-        options = AnalyzerOptions(
-            model_path=args.model,
-            device=args.device,
-            fps=source.info.fps,
-            detector=DetectorOptions(model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size),
-            tracker=TrackerOptions(timeout_s=args.track_timeout),
-            schedule=ScheduleOptions(refresh_frames=args.refresh),
-            scan_interval=args.scan_interval,
-            detect_every=args.detect_every,
+    return AnalyzerOptions(
+        model_path=args.model,
+        device=args.device,
+        fps=fps,
+        detector=DetectorOptions(model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size),
+        tracker=TrackerOptions(timeout_s=args.track_timeout),
+        schedule=ScheduleOptions(refresh_frames=args.refresh),
+        scan_interval=args.scan_interval,
+        detect_every=args.detect_every,
+    )
+
+
+def run(args: argparse.Namespace, console: Any) -> int:
+    from contextlib import ExitStack
+
+    from realtime.analyzer import Analyzer
+    from realtime.kiosk.session import KioskRun, options_from_args
+    from realtime.kiosk.store import store_file
+    from realtime.redact import redact
+    from realtime.runner import RunOptions, console_logging, people_table, run as run_frames
+    from realtime.sinks import OUTPUTS, check_outputs
+    from realtime.sources import open_source
+
+    kiosk = options_from_args(args) if args.kiosk else None
+    outputs = output_paths(args)
+    inputs = {"--model": args.model, "--data-dir": store_file(kiosk.data_dir) if kiosk else None}
+    check_outputs(args.source, {kind.option: outputs[kind.name] for kind in OUTPUTS}, inputs)
+    # a kiosk keeps retrying a camera unless told otherwise; a one-off run gives up
+    give_up = args.give_up_after if kiosk or args.give_up_after is not None else DEFAULT_GIVE_UP_AFTER_S
+    with ExitStack() as stack:
+        stack.enter_context(console_logging(console))  # warnings while opening, too
+        kiosk_run = stack.enter_context(KioskRun.open(kiosk, redact(args.source), console)) if kiosk else None
+        source = stack.enter_context(open_source(args.source, folder_fps=args.folder_fps, give_up_after_s=give_up))
+        analyzer = stack.enter_context(Analyzer.create_from_options(analyzer_options(args, source.info.fps)))
+        console.print(banner(source.info, analyzer, args.model, kiosk_run), soft_wrap=True)
+        options = RunOptions(
+            outputs={name: path for name, path in outputs.items() if path is not None},
+            display=not args.no_display and kiosk is None,  # a kiosk's screen belongs to the signage
+            max_frames=args.max_frames,
+            progress=not args.quiet,
+            keep_people=kiosk is None,  # a kiosk runs for days: its people live in the store
         )
-        with Analyzer.create_from_options(options) as analyzer:
-            info = source.info
-            console.print(  # type: ignore[attr-defined]
-                f"source: {info.kind} {info.name} {info.width}x{info.height} @ {info.fps:g} fps | "
-                f"model: {analyzer.model.metadata.name} ({args.model.name}) | providers: {', '.join(analyzer.providers)} | "
-                f"detector: every {'frame' if analyzer.detect_every == 1 else f'{analyzer.detect_every} frames'}",
-                soft_wrap=True,
-            )
-            run_options = RunOptions(
-                output=args.output,
-                events=args.events,
-                frames=args.frames,
-                summary=args.summary,
-                display=not args.no_display,
-                max_frames=args.max_frames,
-                progress=not args.quiet,
-            )
-            report = run_frames(source, analyzer, run_options, console=console)  # type: ignore[arg-type]
-    summary = report.summary
-    if not args.quiet:
-        console.print(people_table(report.people))  # type: ignore[attr-defined]
-    state = "interrupted" if summary["interrupted"] else "done"
-    console.print(f"{state}: {summary['frames']} frames at {summary['processing_fps']} fps, {summary['tracks']} people")  # type: ignore[attr-defined]
+        sinks = [kiosk_run.session_for(source)] if kiosk_run else []
+        summary = run_frames(source, analyzer, options, console=console, sinks=sinks)
+        if kiosk_run:
+            kiosk_run.ended(summary)
+    if kiosk_run:
+        console.print(kiosk_run.result_line(summary))
+    else:
+        if not args.quiet:
+            console.print(people_table(summary.people))
+        state = "interrupted" if summary.interrupted else "done"
+        console.print(f"{state}: {summary.frames} frames at {summary.processing_fps} fps, {summary.tracks} people")
     # outputs are complete either way; the exit status tells a script the run was cut short
-    return 130 if summary["interrupted"] else 0
+    return 130 if summary.interrupted else 0
+
+
+def banner(info: "SourceInfo", analyzer: "Analyzer", model: Path, kiosk_run: "KioskRun | None") -> str:
+    """The line printed once everything has opened: what runs, on what."""
+    where = f"{info.kind} {info.name} {info.width}x{info.height} @ {info.fps:g} fps"
+    providers = ", ".join(analyzer.providers)
+    if kiosk_run is not None:
+        return f"kiosk: {where} | store {kiosk_run.store.path} (run {kiosk_run.store.run_id}) | providers: {providers}"
+    every = "frame" if analyzer.detect_every == 1 else f"{analyzer.detect_every} frames"
+    return f"source: {where} | model: {analyzer.model.metadata.name} ({model.name}) | providers: {providers} | detector: every {every}"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ here are "whole-image" numbers, not numbers behind the live face detector.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,8 @@ import numpy as np
 
 from export.parity import Runner, decode_outputs
 from realtime.metadata import ModelMetadata
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# shared/data/README.md: read these files from ../shared/data relative to the project root
-FACES_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
-MIN_AGE, MAX_AGE = 1, 100  # labels outside this range are impossible and count as unknown
+from realtime.model import preprocess_crops
+from training.labels import FACES_DIR, read_label_rows
 
 
 @dataclass(frozen=True)
@@ -35,14 +31,7 @@ class Face:
 
 def load_labels(faces_dir: Path = FACES_DIR) -> list[Face]:
     """Every row of labels.csv, in file order."""
-    faces = []
-    with open(faces_dir / "labels.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            age = int(row["age"]) if row["age"].strip() else None
-            if age is not None and not MIN_AGE <= age <= MAX_AGE:
-                age = None
-            faces.append(Face(row["file"], row["source"], row["gender"] == "male", age))
-    return faces
+    return [Face(row.file, row.source, row.gender == "male", row.age) for row in read_label_rows(faces_dir / "labels.csv")]
 
 
 def sample_faces(faces: Sequence[Face], per_source: int, seed: int = 0) -> list[Face]:
@@ -72,20 +61,15 @@ def preprocess(images_bgr: Sequence[np.ndarray], meta: ModelMetadata) -> np.ndar
     """Resize whole images to the model's input and normalise them as `meta` says.
 
     The runtime receives BGR frames from OpenCV, so BGR uint8 is the starting point here
-    too; the channel swap happens only when the model wants RGB.
+    too; the rest is the live model's own preprocessing.
     """
     size = meta.input_size
-    out = np.empty((len(images_bgr), size, size, 3), dtype=np.float32)
-    for i, image in enumerate(images_bgr):
-        # INTER_AREA when shrinking avoids aliasing; it equals bilinear when enlarging
-        shrink = max(image.shape[:2]) > size
-        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        if meta.channel_order == "RGB":
-            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-        out[i] = resized
-    out -= np.asarray(meta.mean, dtype=np.float32)
-    out *= np.float32(meta.scale)
-    return out if meta.layout == "NHWC" else np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    # INTER_AREA when shrinking avoids aliasing; it equals bilinear when enlarging
+    resized = [
+        cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if max(image.shape[:2]) > size else cv2.INTER_LINEAR)
+        for image in images_bgr
+    ]
+    return preprocess_crops(np.stack(resized) if resized else np.zeros((0, size, size, 3), np.uint8), meta)
 
 
 def batches(

@@ -35,9 +35,9 @@ import argparse
 import dataclasses
 import json
 import shlex
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,10 @@ from onnx import TensorProto, compose, helper, numpy_helper
 from export.metadata import read_metadata, write_metadata
 from export.optimize import clip_age
 from realtime.metadata import ModelMetadata
+from realtime.paths import BACKBONE_MODEL, git_commit
+from training.heads import FeatureSpec, HeadsRecord
+from training.labels import DEFAULT_LABELS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 INPUT = "image"
 OUTPUT_P_MALE = "p_male"
 OUTPUT_AGE = "age"
@@ -137,54 +139,54 @@ def pre_model(backbone_input: str, flip: bool, ir_version: int, opsets: dict[str
     return align(helper.make_model(graph), ir_version, opsets)
 
 
-def heads_model(
-    heads, embedding_dim: int, n_age_classes: int, spec: dict, ir_version: int, opsets: dict[str, int], check: np.ndarray | None
-) -> onnx.ModelProto:
-    """(embedding, pretrained p, pretrained age probs) -> p_male, age, embedding."""
-    head_features = bool(spec.get("head_features"))
-    flip = bool(spec.get("flip"))
-    dim = heads.info["feature_dim"]
-    if dim != embedding_dim + (2 if head_features else 0):
-        raise ValueError(f"heads expect {dim} features; the backbone gives {embedding_dim} (+2 with head features)")
-    nodes, inits = [], []
-    inputs = [helper.make_tensor_value_info("h/emb", TensorProto.FLOAT, ["b", embedding_dim])]
-    if head_features:
-        inputs += [
-            helper.make_tensor_value_info("h/p", TensorProto.FLOAT, ["b", 1]),
-            helper.make_tensor_value_info("h/probs", TensorProto.FLOAT, ["b", n_age_classes]),
-        ]
-        from training.backbones import P_CLIP
+Graph = tuple[list[onnx.NodeProto], list[TensorProto]]  # nodes and initializers of a part
 
-        inits += [
-            const("h/p_lo", P_CLIP), const("h/p_hi", 1 - P_CLIP), const("h/one", 1.0),
-            const("h/ages", np.arange(n_age_classes, dtype=np.float32).reshape(-1, 1)),
-            const("h/sum_axes", [1], np.int64),
-        ]
-        nodes += [
-            helper.make_node("Clip", ["h/p", "h/p_lo", "h/p_hi"], ["h/pc"]),
-            helper.make_node("Sub", ["h/one", "h/pc"], ["h/q"]),
-            helper.make_node("Div", ["h/pc", "h/q"], ["h/odds"]),
-            helper.make_node("Log", ["h/odds"], ["h/gender_logit"]),
-            helper.make_node("MatMul", ["h/probs", "h/ages"], ["h/age_num"]),
-            reduce_node("ReduceSum", "h/probs", "h/age_den", [1], True, opsets[""], inits),
-            helper.make_node("Div", ["h/age_num", "h/age_den"], ["h/age_mean"]),
-            helper.make_node("Concat", ["h/emb", "h/gender_logit", "h/age_mean"], ["h/rows"], axis=1),
-        ]
+
+def pretrained_feature_nodes(n_age_classes: int, opset: int) -> Graph:
+    """h/p, h/probs -> h/gender_logit, h/age_mean, as training.backbones computes them."""
+    from training.backbones import P_CLIP
+
+    inits = [
+        const("h/p_lo", P_CLIP), const("h/p_hi", 1 - P_CLIP), const("h/one", 1.0),
+        const("h/ages", np.arange(n_age_classes, dtype=np.float32).reshape(-1, 1)),
+        const("h/sum_axes", [1], np.int64),
+    ]
+    nodes = [
+        helper.make_node("Clip", ["h/p", "h/p_lo", "h/p_hi"], ["h/pc"]),
+        helper.make_node("Sub", ["h/one", "h/pc"], ["h/q"]),
+        helper.make_node("Div", ["h/pc", "h/q"], ["h/odds"]),
+        helper.make_node("Log", ["h/odds"], ["h/gender_logit"]),
+        helper.make_node("MatMul", ["h/probs", "h/ages"], ["h/age_num"]),
+        reduce_node("ReduceSum", "h/probs", "h/age_den", [1], True, opset, inits),
+        helper.make_node("Div", ["h/age_num", "h/age_den"], ["h/age_mean"]),
+        helper.make_node("Concat", ["h/emb", "h/gender_logit", "h/age_mean"], ["h/rows"], axis=1),
+    ]
+    return nodes, inits
+
+
+def feature_nodes(spec: FeatureSpec, dim: int, embedding_dim: int, n_age_classes: int, opset: int) -> Graph:
+    """Backbone outputs -> h/features (the rows the heads were fitted on) and the embedding output."""
+    if spec.head_features:
+        nodes, inits = pretrained_feature_nodes(n_age_classes, opset)
     else:
-        nodes.append(helper.make_node("Identity", ["h/emb"], ["h/rows"]))
-    if flip:
+        nodes, inits = [helper.make_node("Identity", ["h/emb"], ["h/rows"])], []
+    if spec.flip:  # the image and its mirror arrive stacked on the batch axis (pre_model)
         inits.append(const("h/pair_shape", [2, -1, dim], np.int64))
         nodes += [
             helper.make_node("Reshape", ["h/rows", "h/pair_shape"], ["h/pairs"]),
-            reduce_node("ReduceMean", "h/pairs", "h/features", [0], False, opsets[""], inits),
+            reduce_node("ReduceMean", "h/pairs", "h/features", [0], False, opset, inits),
         ]
     else:
         nodes.append(helper.make_node("Identity", ["h/rows"], ["h/features"]))
     # the embedding output: the first embedding_dim feature columns (flip-averaged too)
     inits += [const("h/emb_start", [0], np.int64), const("h/emb_end", [embedding_dim], np.int64), const("h/axis1", [1], np.int64)]
     nodes.append(helper.make_node("Slice", ["h/features", "h/emb_start", "h/emb_end", "h/axis1"], [OUTPUT_EMBEDDING]))
+    return nodes, inits
 
-    raws = {}
+
+def tree_nodes(heads, dim: int, check: np.ndarray | None) -> tuple[Graph, dict[str, str]]:
+    """h/features -> each booster's raw score; and the name of each task's score."""
+    nodes, inits, raws = [], [], {}
     for task in ("gender", "age"):
         trees = trees_to_onnx(getattr(heads, task), dim, check)
         trees = compose.add_prefix(trees, f"{task}/")
@@ -192,11 +194,15 @@ def heads_model(
         nodes.extend(trees.graph.node)
         inits.extend(trees.graph.initializer)
         raws[task] = trees.graph.output[0].name
+    return (nodes, inits), raws
 
-    init_columns = heads.info.get("init_columns") or {}
-    if heads.info["mode"] == "residual":
-        for task, feature in (("gender", "gender_logit"), ("age", "age_mean")):
-            col = init_columns[task]
+
+def output_nodes(record: HeadsRecord, raws: dict[str, str]) -> Graph:
+    """Raw scores -> p_male and age, starting from the pretrained prediction in residual mode."""
+    nodes, inits = [], []
+    if record.mode == "residual":
+        for task in ("gender", "age"):
+            col = record.init_columns[task]
             inits += [const(f"{task}/init_start", [col], np.int64), const(f"{task}/init_end", [col + 1], np.int64)]
             nodes.append(helper.make_node("Slice", ["h/features", f"{task}/init_start", f"{task}/init_end", "h/axis1"], [f"{task}/init"]))
         nodes += [
@@ -209,12 +215,32 @@ def heads_model(
             helper.make_node("Identity", [raws["age"]], [OUTPUT_AGE]),
         ]
     nodes.append(helper.make_node("Sigmoid", ["gender/logit"], [OUTPUT_P_MALE]))
+    return nodes, inits
+
+
+def heads_model(
+    heads, embedding_dim: int, n_age_classes: int, ir_version: int, opsets: dict[str, int], check: np.ndarray | None
+) -> onnx.ModelProto:
+    """(embedding, pretrained p, pretrained age probs) -> p_male, age, embedding."""
+    record: HeadsRecord = heads.record
+    spec, dim = record.feature_spec, record.feature_dim
+    if dim != embedding_dim + (2 if spec.head_features else 0):
+        raise ValueError(f"heads expect {dim} features; the backbone gives {embedding_dim} (+2 with head features)")
+    inputs = [helper.make_tensor_value_info("h/emb", TensorProto.FLOAT, ["b", embedding_dim])]
+    if spec.head_features:
+        inputs += [
+            helper.make_tensor_value_info("h/p", TensorProto.FLOAT, ["b", 1]),
+            helper.make_tensor_value_info("h/probs", TensorProto.FLOAT, ["b", n_age_classes]),
+        ]
+    nodes, inits = feature_nodes(spec, dim, embedding_dim, n_age_classes, opsets[""])
+    (more_nodes, more_inits), raws = tree_nodes(heads, dim, check)
+    last_nodes, last_inits = output_nodes(record, raws)
     outputs = [
         helper.make_tensor_value_info(OUTPUT_AGE, TensorProto.FLOAT, ["N", 1]),
         helper.make_tensor_value_info(OUTPUT_P_MALE, TensorProto.FLOAT, ["N", 1]),
         helper.make_tensor_value_info(OUTPUT_EMBEDDING, TensorProto.FLOAT, ["N", embedding_dim]),
     ]
-    graph = helper.make_graph(nodes, "lightgbm_heads", inputs, outputs, inits)
+    graph = helper.make_graph(nodes + more_nodes + last_nodes, "lightgbm_heads", inputs, outputs, inits + more_inits + last_inits)
     return align(helper.make_model(graph), ir_version, opsets)
 
 
@@ -231,7 +257,7 @@ def reduce_node(op: str, x: str, y: str, axes: list[int], keepdims: bool, opset:
 def fuse(backbone: onnx.ModelProto, heads, check: np.ndarray | None = None) -> onnx.ModelProto:
     """The fused model (without metadata)."""
     meta = ModelMetadata.from_props({p.key: p.value for p in backbone.metadata_props})
-    spec = heads.info.get("feature_spec", {})
+    spec: FeatureSpec = heads.record.feature_spec
     backbone = onnx.ModelProto.FromString(backbone.SerializeToString())
     del backbone.metadata_props[:]
     opsets = {e.domain or "": e.version for e in backbone.opset_import}
@@ -248,19 +274,19 @@ def fuse(backbone: onnx.ModelProto, heads, check: np.ndarray | None = None) -> o
     emb_dim = shape_of[emb_name][-1]
     age_name = PREFIX + meta.age_output
     n_age = shape_of[age_name][-1] if age_name in shape_of else 100
-    for name in (emb_name, *( [PREFIX + meta.gender_output, age_name] if spec.get("head_features") else [])):
+    for name in (emb_name, *( [PREFIX + meta.gender_output, age_name] if spec.head_features else [])):
         if name not in outputs:
             raise ValueError(f"backbone has no output {name[len(PREFIX):]!r}")
 
-    post = heads_model(heads, emb_dim, n_age, spec, backbone.ir_version, opsets, check)
+    post = heads_model(heads, emb_dim, n_age, backbone.ir_version, opsets, check)
     io_map = [(emb_name, "h/emb")]
-    if spec.get("head_features"):
+    if spec.head_features:
         io_map += [(PREFIX + meta.gender_output, "h/p"), (age_name, "h/probs")]
     body = compose.merge_models(backbone, post, io_map=io_map, outputs=[OUTPUT_AGE, OUTPUT_P_MALE, OUTPUT_EMBEDDING])
 
     backbone_input = body.graph.input[0]
     in_shape = [d.dim_value if d.HasField("dim_value") else None for d in backbone_input.type.tensor_type.shape.dim]
-    pre = pre_model(backbone_input.name, bool(spec.get("flip")), backbone.ir_version, opsets, in_shape)
+    pre = pre_model(backbone_input.name, spec.flip, backbone.ir_version, opsets, in_shape)
     fused = compose.merge_models(pre, body, io_map=[("pre/out", backbone_input.name)])
     fused.graph.name = "agegender"
     # merge_models concatenates the parts' opset imports; keep one entry per domain
@@ -292,18 +318,24 @@ def make_crops(labels_path: Path, files: list[str], size: int, margin: float) ->
     return np.stack(crops)
 
 
+def fresh_features(backbone, crops: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """The feature rows training.backbones computes for `crops`, laid out as `spec` says."""
+    from training.backbones import embed_features
+
+    return embed_features(backbone, crops, spec.head_features, spec.flip)
+
+
 def check_features(backbone_path: Path, heads, labels_path: Path, features_path: Path, n: int = 24) -> dict[str, Any]:
     """The backbone, fed the shared crops, must reproduce the cached features the heads saw."""
-    from training.backbones import embed_features, load_backbone
+    from training.backbones import load_backbone
     from training.bottlenecks import load_features
 
-    spec = heads.info.get("feature_spec", {})
-    files, X, _ = load_features(features_path, heads.info.get("features_key", "features"))
+    files, X, _ = load_features(features_path, heads.record.features_key)
     rng = np.random.default_rng(1)
     idx = np.sort(rng.choice(len(files), size=min(n, len(files)), replace=False))
     backbone = load_backbone(backbone_path)
     crops = make_crops(labels_path, files[idx].tolist(), backbone.input_size, backbone.crop_margin)
-    fresh = embed_features(backbone, crops, bool(spec.get("head_features")), bool(spec.get("flip")))
+    fresh = fresh_features(backbone, crops, heads.record.feature_spec)
     diff = np.abs(fresh - X[idx])
     scale = float(np.abs(X[idx]).max())
     report = {"faces": int(len(idx)), "max_abs_diff": float(diff.max()), "feature_scale": scale}
@@ -316,28 +348,20 @@ def check_features(backbone_path: Path, heads, labels_path: Path, features_path:
 
 def parity(fused: onnx.ModelProto | bytes | str, backbone_path: Path, heads, crops: np.ndarray, threads: int = 0) -> dict[str, Any]:
     """Fused ONNX vs LightGBM on the features the numpy pipeline computes for the same crops."""
-    import onnxruntime as ort
+    from export.parity import ort_runner
+    from training.backbones import load_backbone
 
-    from training.backbones import embed_features, load_backbone
-
-    spec = heads.info.get("feature_spec", {})
     backbone = load_backbone(backbone_path, threads)
-    features = embed_features(backbone, crops, bool(spec.get("head_features")), bool(spec.get("flip")))
-    p_ref, age_ref = heads.predict(features)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = fused.SerializeToString() if isinstance(fused, onnx.ModelProto) else (fused if isinstance(fused, bytes) else str(fused))
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    meta = backbone.metadata
-    age, p_male = session.run([OUTPUT_AGE, OUTPUT_P_MALE], {INPUT: backbone.preprocess(crops)})
+    p_ref, age_ref = heads.predict(fresh_features(backbone, crops, heads.record.feature_spec))
+    source = fused.SerializeToString() if isinstance(fused, onnx.ModelProto) else fused
+    outputs = ort_runner(source, threads)(backbone.preprocess(crops))
+    age, p_male = outputs[OUTPUT_AGE].reshape(-1), outputs[OUTPUT_P_MALE].reshape(-1)
     return {
         "faces": int(len(crops)),
-        "max_abs_d_age": float(np.abs(age.reshape(-1) - age_ref).max()),
-        "max_abs_d_p_male": float(np.abs(p_male.reshape(-1) - p_ref).max()),
-        "gender_decisions_differ": int(((p_male.reshape(-1) >= 0.5) != (p_ref >= 0.5)).sum()),
-        "input_layout": meta.layout,
+        "max_abs_d_age": float(np.abs(age - age_ref).max()),
+        "max_abs_d_p_male": float(np.abs(p_male - p_ref).max()),
+        "gender_decisions_differ": int(((p_male >= 0.5) != (p_ref >= 0.5)).sum()),
+        "input_layout": backbone.metadata.layout,
     }
 
 
@@ -345,30 +369,32 @@ def validation_metrics(heads_dir: Path, heads, labels_path: Path) -> dict[str, A
     """Per-source validation metrics (from the cached features) plus the CV scores."""
     from training.heads import score
 
-    features = Path(heads.info.get("features_file", ""))
+    record: HeadsRecord = heads.record
+    features = Path(record.features_file)
     metrics: dict[str, Any] = {}
-    if heads.info.get("split", {}).get("used") and features.is_file():
+    if record.split.used and features.is_file():
         result = score(heads_dir, features, labels_path, "val")
         metrics["validation"] = result["metrics"]
-        metrics["validation_split"] = {k: heads.info["split"][k] for k in ("seed", "val_fraction")}
-    metrics["cv"] = {
-        task: {k: v for k, v in heads.info[task]["cv"].items() if k != "best_iterations"} for task in ("gender", "age")
-    }
+        metrics["validation_split"] = {"seed": record.split.seed, "val_fraction": record.split.val_fraction}
+    metrics["cv"] = record.cv
     return metrics
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, cwd=REPO_ROOT).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
+def training_data_note(record: HeadsRecord) -> str:
+    split = record.split
+    rows = (
+        f"shared/data/faces labels.csv, train split of training.splits (seed {split.seed}, validation fraction {split.val_fraction}) "
+        if split.used else "shared/data/faces labels.csv, all rows "
+    )
+    return rows + (
+        f"({', '.join(f'{k} {v}' for k, v in record.fit_rows_by_source.items())} faces; ages from the sources' labels, "
+        "wiki ages noisy; crops by the live detector and training.facecrops)"
+    )
 
 
 def fused_metadata(backbone_meta: ModelMetadata, heads, metrics: dict, command: str, backbone_path: Path, backbone_sha: str) -> ModelMetadata:
-    info = heads.info
-    spec = info.get("feature_spec", {})
-    by_source = info.get("fit_rows_by_source", {})
-    flip = " with horizontal-flip averaging" if spec.get("flip") else ""
+    record: HeadsRecord = heads.record
+    flip = " with horizontal-flip averaging" if record.feature_spec.flip else ""
     return ModelMetadata(
         name=f"agegender-{backbone_meta.name.split('-')[0]}-lightgbm",  # faceres-deep: agegender-faceres-lightgbm as before
         version=f"{time.strftime('%Y%m%d')}-{git_commit() or 'nogit'}",
@@ -390,128 +416,163 @@ def fused_metadata(backbone_meta: ModelMetadata, heads, metrics: dict, command: 
         provenance=(
             f"backbone {backbone_meta.name} {backbone_meta.version} ({backbone_path.name}, sha256 {backbone_sha[:16]}); "
             f"{backbone_meta.provenance + '; ' if backbone_meta.provenance else ''}"
-            f"heads: LightGBM {info.get('lightgbm_version')} gender classifier + age regressor, {info['mode']} mode, "
-            f"on {spec.get('features', 'embedding')}{flip}, Optuna search + {info['config']['folds']}-fold CV, "
-            f"fitted by `{info.get('command')}` at git {info.get('git_commit')}; "
+            f"heads: LightGBM {record.lightgbm_version} gender classifier + age regressor, {record.mode} mode, "
+            f"on {record.feature_spec.description}{flip}, Optuna search + {record.folds}-fold CV, "
+            f"fitted by `{record.command}` at git {record.git_commit}; "
             f"fused by `{command}` at git {git_commit()}"
         ),
-        training_data=(
-            "shared/data/faces labels.csv, train split of training.splits "
-            f"(seed {info.get('split', {}).get('seed')}, validation fraction {info.get('split', {}).get('val_fraction')}) "
-            if info.get("split", {}).get("used") else "shared/data/faces labels.csv, all rows "
-        ) + f"({', '.join(f'{k} {v}' for k, v in by_source.items())} faces; ages from the sources' labels, wiki ages noisy; "
-        "crops by the live detector and training.facecrops)",
+        training_data=training_data_note(record),
         metrics=metrics,
     )
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class LightgbmExportOptions:
+    heads: Path  # folder written by `python -m training.heads fit`
+    out: Path  # the fused ONNX file; the fp16 copy goes beside it
+    backbone: Path = BACKBONE_MODEL  # ONNX backbone with metadata
+    labels: Path = DEFAULT_LABELS
+    parity_faces: int = 64  # real faces for the parity check
+    check_faces: int = 24  # faces to re-extract to verify the backbone (0: skip)
+    tol_age: float = 0.05  # largest |d age| in years the parity check accepts
+    tol_p: float = 1e-3  # largest |d p_male| the parity check accepts
+    fp16: bool = False  # also write <out>-fp16.onnx with a float16 backbone
+    seed: int = 0
+    command: str = ""  # the command line, recorded in the metadata
+
+
+def verify_backbone(options: LightgbmExportOptions, heads, backbone_sha: str) -> dict[str, Any] | None:
+    """Refuse a backbone that does not give the features the heads were fitted on."""
+    record: HeadsRecord = heads.record
+    recorded_sha = record.feature_spec.backbone_sha256
+    if recorded_sha and recorded_sha != backbone_sha:
+        print(f"[check] note: {options.backbone} is not the file the features came from ({record.feature_spec.backbone}); comparing features")
+    features_path = Path(record.features_file)
+    if features_path.is_file() and options.check_faces:
+        check = check_features(options.backbone, heads, options.labels, features_path, options.check_faces)
+        print(f"[check] backbone reproduces cached features: {check}")
+        if check["max_abs_diff"] > 1e-3 * max(check["feature_scale"], 1.0):
+            raise SystemExit(
+                f"{options.backbone} does not reproduce the features the heads were fitted on "
+                f"(max |diff| {check['max_abs_diff']:.4g}); export with the backbone named in the heads' feature_spec"
+            )
+        return check
+    if recorded_sha and recorded_sha != backbone_sha:
+        raise SystemExit("cannot verify the backbone: its sha256 differs from the features' and the features file is gone")
+    return None
+
+
+def feature_sample(heads) -> np.ndarray | None:
+    """Cached feature rows to check the trees' conversion on, where the file is still there."""
+    from training.bottlenecks import load_features
+
+    path = Path(heads.record.features_file)
+    return load_features(path, heads.record.features_key)[1][:256] if path.is_file() else None
+
+
+def parity_crops(options: LightgbmExportOptions, heads, backbone_meta: ModelMetadata) -> np.ndarray:
+    """Crops of real faces for the parity check, from the validation split where there is one."""
+    from training.labels import load_labels
+    from training.splits import split_for_files
+
+    labels = load_labels(options.labels)
+    split = heads.record.split
+    pool = labels.file
+    if split.used:
+        pool = labels.file[split_for_files(labels.file, labels, split.seed, split.val_fraction)]
+    rng = np.random.default_rng(options.seed)
+    files = pool[np.sort(rng.choice(len(pool), size=min(options.parity_faces, len(pool)), replace=False))].tolist()
+    return make_crops(options.labels, files, backbone_meta.input_size, backbone_meta.crop_margin)
+
+
+def check_parity(options: LightgbmExportOptions, fused: onnx.ModelProto, heads, crops: np.ndarray) -> dict[str, Any]:
+    result = parity(fused, options.backbone, heads, crops)
+    print(f"[parity] fused ONNX vs LightGBM on {len(crops)} real faces: {result}")
+    if result["max_abs_d_age"] > options.tol_age or result["max_abs_d_p_male"] > options.tol_p:
+        raise SystemExit(f"parity check failed: {result}")
+    return result
+
+
+def save(model: onnx.ModelProto, meta: ModelMetadata, path: Path) -> dict[str, Any]:
+    write_metadata(model, meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    print(f"[write] {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return {"out": str(path), "bytes": path.stat().st_size}
+
+
+def save_fp16(options: LightgbmExportOptions, backbone: onnx.ModelProto, heads, sample, crops: np.ndarray, meta: ModelMetadata) -> dict[str, Any]:
+    """The fused model with a float16 backbone (the heads stay float32), beside the other."""
+    from export.tfjs import to_fp16
+
+    half = fuse(to_fp16(backbone), heads, sample)
+    half_parity = parity(half, options.backbone, heads, crops)
+    print(f"[fp16] fused (fp16 backbone, fp32 heads) vs LightGBM on fp32 features: {half_parity}")
+    half_meta = dataclasses.replace(
+        meta,
+        name=f"{meta.name}-fp16",
+        provenance=meta.provenance + "; backbone weights and compute converted to float16 (onnxconverter-common), heads float32",
+        metrics={**meta.metrics, "parity_vs_lightgbm": half_parity},
+    )
+    return {**save(half, half_meta, options.out.with_name(f"{options.out.stem}-fp16{options.out.suffix}")), "parity": half_parity}
+
+
+def export(options: LightgbmExportOptions) -> dict[str, Any]:
+    """Fuse, check and write the model; the report of what was checked and written."""
+    from training.backbones import file_sha256
+    from training.heads import Heads
+
+    started = time.perf_counter()
+    heads = Heads.load(options.heads)
+    backbone_meta = read_metadata(options.backbone)
+    backbone_sha = file_sha256(options.backbone)
+    report: dict[str, Any] = {}
+    check = verify_backbone(options, heads, backbone_sha)
+    if check is not None:
+        report["feature_check"] = check
+    backbone = onnx.load(str(options.backbone))
+    sample = feature_sample(heads)
+    fused = fuse(backbone, heads, sample)
+    crops = parity_crops(options, heads, backbone_meta)
+    report["parity"] = check_parity(options, fused, heads, crops)
+
+    metrics = {**validation_metrics(options.heads, heads, options.labels), "parity_vs_lightgbm": report["parity"]}
+    meta = fused_metadata(backbone_meta, heads, metrics, options.command, options.backbone, backbone_sha)
+    report.update(save(fused, meta, options.out))
+    if "validation" in metrics:
+        print(f"[metrics] validation: {json.dumps(metrics['validation'])}")
+    if options.fp16:
+        report["fp16"] = save_fp16(options, backbone, heads, sample, crops, meta)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
-def export(args: argparse.Namespace) -> dict[str, Any]:
-    from training.backbones import file_sha256
-    from training.heads import Heads
-    from training.labels import load_labels
-
-    t0 = time.perf_counter()
-    heads = Heads.load(args.heads)
-    backbone_meta = read_metadata(args.backbone)
-    backbone_sha = file_sha256(args.backbone)
-    spec = heads.info.get("feature_spec", {})
-    report: dict[str, Any] = {}
-    if spec.get("backbone_sha256") and spec["backbone_sha256"] != backbone_sha:
-        print(f"[check] note: {args.backbone} is not the file the features came from ({spec.get('backbone')}); comparing features")
-
-    features_path = Path(heads.info.get("features_file", ""))
-    if features_path.is_file() and args.check_faces:
-        report["feature_check"] = check_features(args.backbone, heads, args.labels, features_path, args.check_faces)
-        fc = report["feature_check"]
-        print(f"[check] backbone reproduces cached features: {fc}")
-        if fc["max_abs_diff"] > 1e-3 * max(fc["feature_scale"], 1.0):
-            raise SystemExit(
-                f"{args.backbone} does not reproduce the features the heads were fitted on "
-                f"(max |diff| {fc['max_abs_diff']:.4g}); export with the backbone named in the heads' feature_spec"
-            )
-    elif spec.get("backbone_sha256") and spec["backbone_sha256"] != backbone_sha:
-        raise SystemExit("cannot verify the backbone: its sha256 differs from the features' and the features file is gone")
-
-    backbone = onnx.load(str(args.backbone))
-    sample = None
-    if features_path.is_file():
-        from training.bottlenecks import load_features
-
-        sample = load_features(features_path, heads.info.get("features_key", "features"))[1][:256]
-    fused = fuse(backbone, heads, sample)
-
-    labels = load_labels(args.labels)
-    from training.splits import split_for_files
-
-    split = heads.info.get("split", {})
-    pool = labels.file
-    if split.get("used"):
-        val = split_for_files(labels.file, labels, split["seed"], split["val_fraction"])
-        pool = labels.file[val]
-    rng = np.random.default_rng(args.seed)
-    files = pool[np.sort(rng.choice(len(pool), size=min(args.parity_faces, len(pool)), replace=False))].tolist()
-    crops = make_crops(args.labels, files, backbone_meta.input_size, backbone_meta.crop_margin)
-    report["parity"] = parity(fused, args.backbone, heads, crops)
-    print(f"[parity] fused ONNX vs LightGBM on {len(files)} real faces: {report['parity']}")
-    if report["parity"]["max_abs_d_age"] > args.tol_age or report["parity"]["max_abs_d_p_male"] > args.tol_p:
-        raise SystemExit(f"parity check failed: {report['parity']}")
-
-    metrics = validation_metrics(args.heads, heads, args.labels)
-    metrics["parity_vs_lightgbm"] = report["parity"]
-    command = "python -m export.lightgbm " + " ".join(shlex.quote(a) for a in args.argv)
-    meta = fused_metadata(backbone_meta, heads, metrics, command, Path(args.backbone), backbone_sha)
-    write_metadata(fused, meta)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(fused, str(args.out))
-    report["out"] = str(args.out)
-    report["bytes"] = args.out.stat().st_size
-    print(f"[write] {args.out} ({report['bytes'] / 1e6:.1f} MB)")
-    if "validation" in metrics:
-        print(f"[metrics] validation: {json.dumps(metrics['validation'])}")
-
-    if args.fp16:
-        from export.tfjs import to_fp16
-
-        half_backbone = to_fp16(backbone)
-        half = fuse(half_backbone, heads, sample)
-        half_parity = parity(half, args.backbone, heads, crops)
-        print(f"[fp16] fused (fp16 backbone, fp32 heads) vs LightGBM on fp32 features: {half_parity}")
-        half_meta = dataclasses.replace(
-            meta,
-            name=f"{meta.name}-fp16",
-            provenance=meta.provenance + "; backbone weights and compute converted to float16 (onnxconverter-common), heads float32",
-            metrics={**metrics, "parity_vs_lightgbm": half_parity},
-        )
-        write_metadata(half, half_meta)
-        path = args.out.with_name(f"{args.out.stem}-fp16{args.out.suffix}")
-        onnx.save(half, str(path))
-        report["fp16"] = {"out": str(path), "bytes": path.stat().st_size, "parity": half_parity}
-        print(f"[write] {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    report["seconds"] = round(time.perf_counter() - t0, 1)
-    return report
-
-
 def main(argv: list[str] | None = None) -> int:
-    from training.labels import DEFAULT_LABELS
-
+    defaults = LightgbmExportOptions
     parser = argparse.ArgumentParser(prog="python -m export.lightgbm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", type=Path, default=REPO_ROOT / "models" / "faceres.onnx", help="ONNX backbone with metadata (default: models/faceres.onnx)")
+    parser.add_argument("--backbone", type=Path, default=defaults.backbone, help="ONNX backbone with metadata (default: models/faceres.onnx)")
     parser.add_argument("--heads", type=Path, required=True, help="folder written by `python -m training.heads fit`")
     parser.add_argument("--out", type=Path, required=True, help="fused ONNX file to write, e.g. models/agegender.onnx")
-    parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
-    parser.add_argument("--parity-faces", type=int, default=64, help="real faces for the parity check")
-    parser.add_argument("--check-faces", type=int, default=24, help="faces to re-extract to verify the backbone (0: skip)")
-    parser.add_argument("--tol-age", type=float, default=0.05, help="largest |d age| in years accepted by the parity check")
-    parser.add_argument("--tol-p", type=float, default=1e-3, help="largest |d p_male| accepted by the parity check")
+    parser.add_argument("--labels", type=Path, default=defaults.labels)
+    parser.add_argument("--parity-faces", type=int, default=defaults.parity_faces, help="real faces for the parity check")
+    parser.add_argument("--check-faces", type=int, default=defaults.check_faces, help="faces to re-extract to verify the backbone (0: skip)")
+    parser.add_argument("--tol-age", type=float, default=defaults.tol_age, help="largest |d age| in years accepted by the parity check")
+    parser.add_argument("--tol-p", type=float, default=defaults.tol_p, help="largest |d p_male| accepted by the parity check")
     parser.add_argument("--fp16", action="store_true", help="also write <out>-fp16.onnx with a float16 backbone")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
-    args.argv = argv if argv is not None else sys.argv[1:]
-    report = export(args)
-    print(json.dumps(report, indent=2))
+    command = "python -m export.lightgbm " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    options = LightgbmExportOptions(
+        heads=args.heads, out=args.out, backbone=args.backbone, labels=args.labels, parity_faces=args.parity_faces,
+        check_faces=args.check_faces, tol_age=args.tol_age, tol_p=args.tol_p, fp16=args.fp16, seed=args.seed, command=command,
+    )
+    print(json.dumps(export(options), indent=2))
     return 0
 
 

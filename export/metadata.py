@@ -20,7 +20,10 @@ def write_metadata(model: ModelLike, meta: ModelMetadata) -> onnx.ModelProto:
     """Store `meta` in the model's metadata_props and return the model.
 
     Given a path, the file is rewritten in place. Keys that `meta` sets replace earlier
-    values; any other props already there (a converter's own notes) are kept.
+    values; any other props already there (a converter's own notes) are kept. `meta`'s
+    `detector` and `keypoint_layout` default to the full-range BlazeFace that `training/`
+    cuts its crops with; an exporter whose crops came from another detector sets them,
+    so that the analyzer can warn when it runs a detector unlike the training one.
     """
     proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
     props = meta.to_props()

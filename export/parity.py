@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.metadata import ModelMetadata
+from realtime.model import decode_outputs as decode_model_outputs
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -44,16 +45,10 @@ def ort_runner(model: str | Path | bytes, threads: int = 0) -> Runner:
 
 
 def decode_outputs(outputs: dict[str, np.ndarray], meta: ModelMetadata) -> tuple[np.ndarray, np.ndarray]:
-    """P(male) and age in years, both shape (N,), from a runner's raw outputs."""
-    p_male = np.asarray(outputs[meta.gender_output], dtype=np.float64).reshape(-1)
-    age_raw = np.asarray(outputs[meta.age_output], dtype=np.float64)
-    if meta.age_kind == "softmax":
-        # expected value over the classes 0..K-1: smoother than argmax, and what the
-        # model's authors report as the age estimate
-        age = age_raw @ np.arange(age_raw.shape[1], dtype=np.float64)
-    else:
-        age = age_raw.reshape(-1)
-    return p_male, age
+    """P(male) and age in years, both shape (N,), from a runner's raw outputs, decoded as
+    the live pipeline decodes them (`realtime.model.decode_outputs`)."""
+    shown = decode_model_outputs(outputs[meta.age_output], outputs[meta.gender_output], meta)
+    return shown.p_male.astype(np.float64), shown.age.astype(np.float64)
 
 
 @dataclass(frozen=True)

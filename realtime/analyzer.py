@@ -4,28 +4,34 @@
 
 It owns no I/O: the command line, the kiosk, the benchmark and the evaluation all feed
 it frames and read its results.
+
+Per track, the state has one owner each: `TrackBook` the lifecycle (tracking.py), the
+analyzer the estimates (`Estimating`: the smoothers of smoothing.py and the scheduler's
+log of inferences, made when the track appears and dropped when it ends), and the kiosk
+what the viewer paid attention to (kiosk/visits.py, from each face's keypoints).
 """
 
 from __future__ import annotations
 
 import math
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import supervision as sv
 
-from . import scheduling, smoothing
+from . import scheduling
 from .crops import face_crop
-from .detection import DetectorOptions, FaceDetector, merge_detections
+from .detection import DetectorOptions, merge_detections, warn_on_convention_mismatch
 from .detection import check_options as check_detector_options
 from .errors import UserError
-from .model import AgeGenderModel
+from .model import AgeGenderModel, Predictions
 from .paths import DEFAULT_MODEL
-from .scheduling import Candidate, FaceQuality, ScheduleOptions
-from .smoothing import SmoothingOptions
+from .scheduling import FaceQuality, InferenceLog, ScheduleOptions
+from .smoothing import Estimates, FaceEstimates, FacePrediction, SmoothingOptions
+from .tiling import TiledDetector
 from .tracking import FaceTracker, Track, TrackBook, TrackerOptions
 
 STAGES = ("detect", "track", "crop", "infer")
@@ -54,8 +60,6 @@ class AnalyzerOptions:
     # in SCAN_SECONDS of video. A sweep of 0.3 s finds a newcomer before they have taken
     # a step, and at 1080p it costs one tile pass a frame instead of two (+24% fps)
     scan_interval: int | None = None
-    # frontalness at or above which a face counts as looking at the camera (kiosk)
-    attention_frontal: float = 0.6
     # run the detector on every Nth frame only; in between, each face seen at the last
     # detection moves on by its tracked velocity and the model does not run. Detection is
     # most of a frame's cost, so 2 nearly doubles what a CPU keeps up with, at the price
@@ -85,25 +89,43 @@ def detect_interval(fps: float, every: int | None = None) -> int:
     return max(1, math.floor(fps / DETECT_HZ + 1e-9))
 
 
+class EstimateFields:
+    """The built-in attributes of `estimates` by name, as the outputs, overlay and kiosk read them."""
+
+    estimates: Estimates
+
+    @property
+    def age(self) -> float | None:
+        return self.estimates.age
+
+    @property
+    def age_std(self) -> float | None:
+        return self.estimates.age_std
+
+    @property
+    def gender(self) -> str | None:
+        return self.estimates.gender
+
+    @property
+    def gender_confidence(self) -> float | None:
+        return self.estimates.gender_confidence
+
+
 @dataclass(frozen=True)
-class FaceResult:
+class FaceResult(EstimateFields):
     track_id: int
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
     confidence: float  # the detector's
-    age: int | None  # shown values: None until confident
-    age_std: float | None
-    gender: str | None
-    gender_confidence: float | None
+    estimates: Estimates  # as shown: held still, None until confident (age in whole years)
     inferred: bool  # the model ran on this face in this frame
     quality: FaceQuality
-    attentive: bool
     # the detector's six points in frame pixels (see detection.py), for head-pose
     # consumers such as the kiosk's attention estimate
     keypoints: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
-class TrackSummary:
+class TrackSummary(EstimateFields):
     """A person who has left: the record the events file gets."""
 
     track_id: int
@@ -113,12 +135,7 @@ class TrackSummary:
     last_time: float
     frames_seen: int
     frames_inferred: int
-    age: float | None
-    age_std: float | None
-    gender: str | None
-    gender_confidence: float | None
-    frames_attentive: int
-    glances: int
+    estimates: Estimates  # over the whole track: the age is the full estimate, not the shown one
 
     @property
     def duration(self) -> float:
@@ -133,10 +150,7 @@ class TrackSummary:
             "last_time": round(self.last_time, 3),
             "frames_seen": self.frames_seen,
             "frames_inferred": self.frames_inferred,
-            "age": None if self.age is None else round(self.age, 1),
-            "age_std": self.age_std,
-            "gender": self.gender,
-            "gender_confidence": self.gender_confidence,
+            **self.estimates.record(),
         }
 
 
@@ -171,11 +185,21 @@ class RollingScan:
         return range(start, end), completed
 
 
-def summarize(track: Track) -> TrackSummary:
-    shown = smoothing.display(track.estimate)
-    estimate = smoothing.age_estimate(track.estimate)
-    # the final record uses the full estimate, not the display's hysteresis-held value
-    age = None if estimate is None or shown.age is None else estimate[0]
+@dataclass
+class Estimating:
+    """What the analyzer keeps for a track beside its lifecycle: the estimates and when it was inferred."""
+
+    estimates: FaceEstimates
+    inferences: InferenceLog = field(default_factory=InferenceLog)
+
+
+def prediction_rows(predictions: Predictions) -> list[FacePrediction]:
+    """The batch's outputs, one mapping of output name to value per face."""
+    columns = {f.name: getattr(predictions, f.name) for f in fields(predictions)}
+    return [{name: float(values[i]) for name, values in columns.items()} for i in range(len(predictions))]
+
+
+def summarize(track: Track, state: Estimating) -> TrackSummary:
     return TrackSummary(
         track_id=track.track_id,
         first_frame=track.first_frame,
@@ -183,18 +207,35 @@ def summarize(track: Track) -> TrackSummary:
         first_time=track.first_time,
         last_time=track.last_time,
         frames_seen=track.frames_seen,
-        frames_inferred=track.frames_inferred,
-        age=age,
-        age_std=shown.age_std,
-        gender=shown.gender,
-        gender_confidence=shown.gender_confidence,
-        frames_attentive=track.frames_attentive,
-        glances=track.glances,
+        frames_inferred=state.inferences.count,
+        estimates=state.estimates.final(),
+    )
+
+
+def face_result(
+    track: Track,
+    estimates: Estimates,
+    quality: FaceQuality,
+    inferred: bool,
+    box: np.ndarray | None = None,
+    keypoints: np.ndarray | None = None,
+) -> FaceResult:
+    """The face as shown; `box` and `keypoints` default to the track's last detection."""
+    if box is None:
+        box, keypoints = track.box, track.keypoints
+    return FaceResult(
+        track_id=track.track_id,
+        box=tuple(float(v) for v in box),  # type: ignore[arg-type]
+        confidence=track.confidence,
+        estimates=estimates,
+        inferred=inferred,
+        quality=quality,
+        keypoints=None if keypoints is None else tuple((float(x), float(y)) for x, y in keypoints),
     )
 
 
 class Analyzer:
-    def __init__(self, options: AnalyzerOptions, detector: FaceDetector, model: AgeGenderModel) -> None:
+    def __init__(self, options: AnalyzerOptions, detector: TiledDetector, model: AgeGenderModel) -> None:
         self.options = options
         self.detector = detector
         self.model = model
@@ -205,6 +246,7 @@ class Analyzer:
         self._sweep: RollingScan | None = None  # None until the first frame's full scan
         self._previous = np.zeros((0, 4), np.float32)  # the last frame's detections
         self._seen: list[tuple[Track, FaceQuality]] = []  # the last detection frame's faces
+        self._estimating: dict[int, Estimating] = {}  # by track id, while the track lasts
         self.frames = 0
         self.faces_inferred = 0
 
@@ -212,7 +254,8 @@ class Analyzer:
     def create_from_options(cls, options: AnalyzerOptions = AnalyzerOptions()) -> "Analyzer":
         check_detector_options(options.detector)  # a bad tile size fails before the model loads
         model = AgeGenderModel.create(options.model_path, options.device)
-        detector = FaceDetector.create_from_options(options.detector)
+        detector = TiledDetector.create_from_options(options.detector)
+        warn_on_convention_mismatch(detector, model.metadata)
         try:
             return cls(options, detector, model)
         except BaseException:
@@ -248,6 +291,9 @@ class Analyzer:
         self._previous = detections.xyxy
         lap("detect")
         tracks = self.book.observe(self.tracker.update(detections), frame_index, time)
+        for track in tracks:
+            if track.track_id not in self._estimating:
+                self._estimating[track.track_id] = Estimating(FaceEstimates(self.options.smoothing))
         lap("track")
         qualities = [scheduling.assess(image, t.box, t.keypoints, self.options.schedule) for t in tracks]
         chosen = set(self._schedule(tracks, qualities, frame_index))
@@ -257,20 +303,10 @@ class Analyzer:
         lap("crop")
         predictions = self.model.predict(np.asarray(crops) if crops else [])
         lap("infer")
-        for i, (track, quality) in enumerate(to_infer):
-            track.estimate = smoothing.update(
-                track.estimate,
-                float(predictions.age[i]),
-                float(predictions.p_male[i]),
-                quality.score,
-                self.options.smoothing,
-            )
-            track.frames_inferred += 1
-            track.last_inferred_frame = frame_index
-            track.best_score = max(track.best_score, quality.score)
-        faces = [self._face_result(t, q, t.track_id in chosen) for t, q in zip(tracks, qualities)]
+        self._record(to_infer, predictions, frame_index)
+        faces = [face_result(t, self._shown(t), q, t.track_id in chosen) for t, q in zip(tracks, qualities)]
         self._seen = list(zip(tracks, qualities))
-        finished = [summarize(t) for t in self.book.expire(time)]
+        finished = self._end(self.book.expire(time))
         self.frames += 1
         self.faces_inferred += len(to_infer)
         return FrameResult(frame_index, time, faces, finished, timings, full_scan)
@@ -280,17 +316,17 @@ class Analyzer:
         started = _time.perf_counter()
         self._seen = [(t, q) for t, q in self._seen if t.track_id in self.book.active]
         faces = [
-            self._face_result(t, q, False, t.predicted_box(frame_index), t.predicted_keypoints(frame_index))
+            face_result(t, self._shown(t), q, False, t.predicted_box(frame_index), t.predicted_keypoints(frame_index))
             for t, q in self._seen
         ]
-        finished = [summarize(t) for t in self.book.expire(time)]
+        finished = self._end(self.book.expire(time))
         self.frames += 1
         # not a full scan: a sweep of large frames completes only on detection frames
         return FrameResult(frame_index, time, faces, finished, {"track": _time.perf_counter() - started}, False)
 
     def finish(self) -> list[TrackSummary]:
         """End every open track (the source ended or the user stopped)."""
-        return [summarize(t) for t in self.book.close_all()]
+        return self._end(self.book.close_all())
 
     def close(self) -> None:
         self.detector.close()
@@ -332,46 +368,24 @@ class Analyzer:
         return np.concatenate([tracked, previous])
 
     def _schedule(self, tracks: list[Track], qualities: list[FaceQuality], frame_index: int) -> list[int]:
-        candidates = [
-            Candidate(
-                track_id=t.track_id,
-                quality=q,
-                frames_since_inference=None if t.last_inferred_frame is None else frame_index - t.last_inferred_frame,
-                best_score=t.best_score,
-                settled=t.estimate.shown_age is not None and t.estimate.shown_gender is not None,
-            )
-            for t, q in zip(tracks, qualities)
-        ]
+        candidates = []
+        for t, q in zip(tracks, qualities):
+            state = self._estimating[t.track_id]
+            candidates.append(state.inferences.candidate(t.track_id, q, frame_index, state.estimates.settled))
         return scheduling.select(candidates, self.options.schedule)
 
-    def _face_result(
-        self,
-        track: Track,
-        quality: FaceQuality,
-        inferred: bool,
-        box: np.ndarray | None = None,
-        keypoints: np.ndarray | None = None,
-    ) -> FaceResult:
-        """The face as shown; `box` and `keypoints` default to the track's last detection."""
-        if box is None:
-            box, keypoints = track.box, track.keypoints
-        attentive = quality.frontal >= self.options.attention_frontal
-        if attentive:
-            track.frames_attentive += 1
-            if not track.was_attentive:
-                track.glances += 1
-        track.was_attentive = attentive
-        shown = smoothing.display(track.estimate)
-        return FaceResult(
-            track_id=track.track_id,
-            box=tuple(float(v) for v in box),  # type: ignore[arg-type]
-            confidence=track.confidence,
-            age=shown.age,
-            age_std=shown.age_std,
-            gender=shown.gender,
-            gender_confidence=shown.gender_confidence,
-            inferred=inferred,
-            quality=quality,
-            attentive=attentive,
-            keypoints=None if keypoints is None else tuple((float(x), float(y)) for x, y in keypoints),
-        )
+    def _record(self, inferred: list[tuple[Track, FaceQuality]], predictions: Predictions, frame_index: int) -> None:
+        """The model's outputs into the estimates of the tracks it ran on, each weighted by its view."""
+        for (track, quality), prediction in zip(inferred, prediction_rows(predictions)):
+            state = self._estimating[track.track_id]
+            state.estimates.update(prediction, quality.score)
+            state.inferences = state.inferences.after(frame_index, quality)
+
+    def _shown(self, track: Track) -> Estimates:
+        return self._estimating[track.track_id].estimates.shown()
+
+    def _end(self, ended: list[Track]) -> list[TrackSummary]:
+        """The records of the tracks that ended; the estimates of every track gone are dropped."""
+        summaries = [summarize(t, self._estimating[t.track_id]) for t in ended]
+        self._estimating = {i: s for i, s in self._estimating.items() if i in self.book.active}
+        return summaries

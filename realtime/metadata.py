@@ -23,6 +23,12 @@ AGE_RANGE: tuple[float, float] = (0.0, 100.0)
 # would be 4.8 GB before the model even ran (the metadata is read before anything is
 # allocated, so a corrupt or hostile file is refused, not obeyed)
 INPUT_SIZE_RANGE: tuple[int, int] = (16, 1024)
+# the detector every model was trained with before the metadata named one: crops were cut
+# around MediaPipe's full-range BlazeFace boxes and rolled level by its first two keypoints
+BLAZEFACE_FULL = "blazeface-full"
+BLAZEFACE_KEYPOINTS: tuple[str, ...] = (
+    "right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class ModelMetadata:
     age_kind: AgeKind
     # margin added on each side of the detector box, as a fraction of the box side
     crop_margin: float = 0.4
+    # the detector whose boxes and keypoints the training crops were cut from, and the
+    # names of its keypoints in order; the analyzer warns when it runs another
+    detector: str = BLAZEFACE_FULL
+    keypoint_layout: tuple[str, ...] = BLAZEFACE_KEYPOINTS
     embedding_output: str = ""
     license: str = ""
     provenance: str = ""
@@ -72,6 +82,8 @@ class ModelMetadata:
             return f"scale {self.scale!r} is not a finite non-zero number"
         if not _finite_numbers((self.crop_margin,), 1) or not 0 <= self.crop_margin <= 2:
             return f"crop_margin {self.crop_margin!r} is not a number in 0..2"
+        if not isinstance(self.keypoint_layout, tuple) or not all(isinstance(k, str) for k in self.keypoint_layout):
+            return f"keypoint_layout {self.keypoint_layout!r} is not a tuple of keypoint names"
         return ""
 
     def to_props(self) -> dict[str, str]:
@@ -98,6 +110,8 @@ class ModelMetadata:
         mean = values["mean"]
         if _finite_numbers(mean, 3):
             values["mean"] = tuple(float(m) for m in mean)
+        if isinstance(values.get("keypoint_layout"), list):
+            values["keypoint_layout"] = tuple(values["keypoint_layout"])
         return cls(**values)
 
 

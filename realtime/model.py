@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -95,6 +95,41 @@ def age_from_softmax(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = p @ ages
     var = p @ (ages**2) - mean**2
     return mean.astype(np.float32), np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+
+
+class InputSpec(Protocol):
+    """How a network wants its input: what `ModelMetadata` says, or a training spec."""
+
+    channel_order: str  # "BGR" | "RGB"
+    mean: Sequence[float]
+    scale: float
+    layout: str  # "NHWC" | "NCHW"
+
+
+def preprocess_crops(crops: Sequence[np.ndarray] | np.ndarray, meta: InputSpec, dtype: Any = np.float32) -> np.ndarray:
+    """BGR uint8 crops (N, S, S, 3) to the input tensor `meta` describes (channel order,
+    normalisation, layout). Training and export feed their models through this too."""
+    batch = np.asarray(crops, dtype=np.float32)
+    if meta.channel_order == "RGB":
+        batch = batch[..., ::-1]
+    batch = (batch - np.asarray(meta.mean, np.float32)) * np.float32(meta.scale)
+    if meta.layout == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch, dtype=dtype)
+
+
+def decode_outputs(age_raw: np.ndarray, gender_raw: np.ndarray, meta: ModelMetadata) -> Predictions:
+    """A batch's raw age and gender outputs to what the product shows, one row per face."""
+    n = len(gender_raw)
+    p_male = np.asarray(gender_raw, np.float32).reshape(n, -1)[:, 0]
+    if meta.age_kind == "softmax":
+        age, age_std = age_from_softmax(np.asarray(age_raw).reshape(n, -1))
+    else:
+        age = np.asarray(age_raw, np.float32).reshape(n, -1)[:, 0]
+        age_std = np.zeros_like(age)
+    # every model, also one exported before exports clipped their age output
+    age = np.clip(age, *AGE_RANGE).astype(np.float32)
+    return Predictions(age=age, age_std=age_std, p_male=p_male)
 
 
 def session_options(ort: Any, threads: int) -> Any:
@@ -196,31 +231,15 @@ class AgeGenderModel:
 
     def preprocess(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """BGR uint8 crops (N, S, S, 3) to the model's input tensor."""
-        meta = self.metadata
-        batch = np.asarray(crops, dtype=np.float32)
-        if meta.channel_order == "RGB":
-            batch = batch[..., ::-1]
-        batch = (batch - np.asarray(meta.mean, np.float32)) * np.float32(meta.scale)
-        if meta.layout == "NCHW":
-            batch = batch.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch, dtype=self._input_dtype)
+        return preprocess_crops(crops, self.metadata, self._input_dtype)
 
     def predict(self, crops: Sequence[np.ndarray] | np.ndarray) -> Predictions:
         """One batched run over all the crops (N, S, S, 3) BGR uint8."""
         if len(crops) == 0:
             empty = np.zeros((0,), np.float32)
             return Predictions(empty, empty, empty)
-        meta = self.metadata
         age_raw, gender_raw = self._run(crops)
-        p_male = np.asarray(gender_raw, np.float32).reshape(len(crops), -1)[:, 0]
-        if meta.age_kind == "softmax":
-            age, age_std = age_from_softmax(np.asarray(age_raw).reshape(len(crops), -1))
-        else:
-            age = np.asarray(age_raw, np.float32).reshape(len(crops), -1)[:, 0]
-            age_std = np.zeros_like(age)
-        # every model, also one exported before exports clipped their age output
-        age = np.clip(age, *AGE_RANGE).astype(np.float32)
-        return Predictions(age=age, age_std=age_std, p_male=p_male)
+        return decode_outputs(age_raw, gender_raw, self.metadata)
 
     def _run(self, crops: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw age and gender outputs, one run per chunk of the batch."""

@@ -1,5 +1,6 @@
 """Where the repository keeps its shipped files, resolved from the package location."""
 
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -10,3 +11,12 @@ DEFAULT_MODEL = MODELS_DIR / "agegender.onnx"
 # the pretrained network: the backbone that training extracts features with
 BACKBONE_MODEL = MODELS_DIR / "faceres.onnx"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def git_commit() -> str:
+    """The checkout's short commit, recorded with what training and export write; "" outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, cwd=ROOT)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""

@@ -49,6 +49,22 @@ class Candidate:
     settled: bool = False  # the track's estimate is already shown
 
 
+@dataclass(frozen=True)
+class InferenceLog:
+    """How a track has been inferred so far: what the scheduler needs besides this frame's view."""
+
+    count: int = 0
+    last_frame: int | None = None
+    best_score: float = 0.0  # best quality among the inferred views
+
+    def after(self, frame: int, quality: FaceQuality) -> InferenceLog:
+        return InferenceLog(self.count + 1, frame, max(self.best_score, quality.score))
+
+    def candidate(self, track_id: int, quality: FaceQuality, frame: int, settled: bool) -> Candidate:
+        since = None if self.last_frame is None else frame - self.last_frame
+        return Candidate(track_id, quality, since, self.best_score, settled)
+
+
 def frontalness(keypoints: np.ndarray | None) -> float:
     """How squarely the face looks at the camera, from BlazeFace's eyes, nose and ears.
 

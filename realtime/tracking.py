@@ -2,9 +2,11 @@
 
 ByteTrack associates boxes frame to frame (Kalman motion, IoU matching, and a second
 pass that lets low-confidence boxes extend existing tracks through partial occlusion).
-On top of it, `TrackBook` keeps what the product needs per person: when the person
-was first and last seen, how often inferred, and the smoothed estimate; it ends a track
-after `timeout_s` without a detection, which is when its event is written.
+On top of it, `TrackBook` keeps each person's lifecycle: when the person was first and
+last seen, where the face is and how it moves; it ends a track after `timeout_s` without
+a detection, which is when its event is written. What is estimated about the face is
+the analyzer's (smoothing.py), what the kiosk makes of it the kiosk's: the book alone
+writes a `Track`.
 
 Public ids are the book's own, allocated 1, 2, 3... in order of appearance: if ByteTrack
 ever revives one of its ids after the book has closed that person, the revival becomes
@@ -21,7 +23,6 @@ import numpy as np
 import supervision as sv
 
 from .errors import UserError
-from .smoothing import TrackEstimate
 
 # longest track timeout accepted: a person unseen for an hour has left, and ByteTrack
 # keeps a lost track's state for the whole timeout (counted in frames, so an infinite
@@ -47,6 +48,8 @@ class TrackerOptions:
 
 @dataclass
 class Track:
+    """One person's presence in view; written by `TrackBook` only."""
+
     track_id: int
     first_frame: int
     first_time: float
@@ -56,14 +59,6 @@ class Track:
     keypoints: np.ndarray | None
     confidence: float
     frames_seen: int = 1
-    frames_inferred: int = 0
-    last_inferred_frame: int | None = None
-    best_score: float = 0.0
-    estimate: TrackEstimate = field(default_factory=TrackEstimate)
-    # frames in which the face was turned toward the camera (kiosk attention)
-    frames_attentive: int = 0
-    glances: int = 0
-    was_attentive: bool = False
     # box motion per frame (x1, y1, x2, y2), smoothed over detections: moves the box on
     # frames the detector skips (AnalyzerOptions.detect_every)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
@@ -118,23 +113,21 @@ class TrackBook:
         keypoints = tracked.data.get("keypoints")
         for i, byte_id in enumerate(tracked.tracker_id if tracked.tracker_id is not None else []):
             kps = None if keypoints is None else np.asarray(keypoints[i])
+            box, confidence = tracked.xyxy[i].copy(), float(tracked.confidence[i])
             public = self._public.get(int(byte_id))
             track = self.active.get(public) if public is not None else None
             if track is None:
-                public = self._next_id
-                self._next_id += 1
-                self._public[int(byte_id)] = public
-                track = Track(public, frame, time, frame, time, tracked.xyxy[i].copy(), kps, float(tracked.confidence[i]))
-                self.active[public] = track
+                track = self._open(int(byte_id), Track(self._next_id, frame, time, frame, time, box, kps, confidence))
             else:
-                step = (tracked.xyxy[i] - track.box) / max(1, frame - track.last_frame)
-                track.velocity = (VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * step).astype(np.float32)
-                track.last_frame, track.last_time = frame, time
-                track.box, track.keypoints = tracked.xyxy[i].copy(), kps
-                track.confidence = float(tracked.confidence[i])
-                track.frames_seen += 1
+                _advance(track, frame, time, box, kps, confidence)
             tracks.append(track)
         return tracks
+
+    def _open(self, byte_id: int, track: Track) -> Track:
+        self._next_id += 1
+        self._public[byte_id] = track.track_id
+        self.active[track.track_id] = track
+        return track
 
     def expire(self, time: float) -> list[Track]:
         """Tracks unseen for longer than the timeout, removed from the book."""
@@ -150,3 +143,12 @@ class TrackBook:
         ids = {t.track_id for t in tracks}
         self._public = {b: p for b, p in self._public.items() if p not in ids}
         return [t for t in sorted(tracks, key=lambda t: t.track_id) if t.frames_seen >= self.options.min_frames]
+
+
+def _advance(track: Track, frame: int, time: float, box: np.ndarray, keypoints: np.ndarray | None, confidence: float) -> None:
+    """A known face detected again."""
+    step = (box - track.box) / max(1, frame - track.last_frame)
+    track.velocity = (VELOCITY_SMOOTHING * track.velocity + (1 - VELOCITY_SMOOTHING) * step).astype(np.float32)
+    track.last_frame, track.last_time = frame, time
+    track.box, track.keypoints, track.confidence = box, keypoints, confidence
+    track.frames_seen += 1

@@ -7,8 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from realtime.synthetic import iou
+from realtime.kiosk.store import VisitRow
+from realtime.kiosk.visits import Visit
+from tooling.scenes import iou
 
+VisitLike = VisitRow | Visit
 MATCH_IOU = 0.3
 
 
@@ -51,14 +54,14 @@ def truth_visitors(truth: dict, min_dwell_s: float) -> dict[int, dict]:
     return {p["id"]: p for p in truth["people"] if (p["last_frame"] - p["first_frame"] + 1) / fps >= min_dwell_s}
 
 
-def score(visits: Sequence[dict], owner: dict[int, int], truth: dict, min_dwell_s: float, bracket_of) -> VisitScore:
-    """visits: dicts with track_id, dwell_s, gender, bracket (store rows or Visit.__dict__)."""
+def score(visits: Sequence[VisitLike], owner: dict[int, int], truth: dict, min_dwell_s: float, bracket_of) -> VisitScore:
+    """visits: the store's VisitRow or Visit (anything with track_id, dwell_s, gender, bracket)."""
     fps = truth["fps"]
     people = truth_visitors(truth, min_dwell_s)
-    by_person: dict[int, list[dict]] = {}
+    by_person: dict[int, list[VisitLike]] = {}
     spurious = 0
     for v in visits:
-        pid = owner.get(v["track_id"])
+        pid = owner.get(v.track_id)
         if pid is None or pid not in people:
             spurious += 1
         else:
@@ -67,15 +70,15 @@ def score(visits: Sequence[dict], owner: dict[int, int], truth: dict, min_dwell_
     for pid, vs in by_person.items():
         p = people[pid]
         if len(vs) == 1:
-            dwell_errors.append(abs(vs[0]["dwell_s"] - (p["last_frame"] - p["first_frame"] + 1) / fps))
+            dwell_errors.append(abs(vs[0].dwell_s - (p["last_frame"] - p["first_frame"] + 1) / fps))
         for v in vs:
-            if v["gender"] != "unknown":
+            if v.gender != "unknown":
                 g_n += 1
-                g_ok += v["gender"] == p["gender"]
-            if v["bracket"] != "unknown":
+                g_ok += v.gender == p["gender"]
+            if v.bracket != "unknown":
                 b_n += 1
                 labels = bracket_of.labels
-                want, got = labels.index(bracket_of.label(p["age"])), labels.index(v["bracket"])
+                want, got = labels.index(bracket_of.label(p["age"])), labels.index(v.bracket)
                 b_ok += want == got
                 b_near += abs(want - got) <= 1
     return VisitScore(

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from realtime.bench import tracking_quality
+from tooling.bench import tracking_quality
 from realtime.paths import ROOT
 from tests.conftest import WALKING, WEBCAM
 
@@ -18,7 +18,7 @@ FAST = ["--max-frames", "8", *QUICK_THROUGHPUT]
 
 def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "realtime.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "tooling.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -83,7 +83,7 @@ def test_bench_json_describes_the_machine(walking_report):
 def test_bench_reports_tracking_on_a_clip_with_ground_truth(tmp_path, model_path):
     video = tmp_path / "two.mp4"
     made = subprocess.run(
-        [sys.executable, "-m", "realtime.synthetic", "--out", str(video), "--people", "2", "--seconds", "1.2", "--size", "320x240", "--seed", "3"],
+        [sys.executable, "-m", "tooling.scenes", "--out", str(video), "--people", "2", "--seconds", "1.2", "--size", "320x240", "--seed", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert made.returncode == 0, made.stderr
@@ -146,7 +146,7 @@ def test_report_tool_turns_reports_into_a_table_and_a_plot(walking_report, tmp_p
     _, out = walking_report
     png = tmp_path / "bench.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "realtime.bench_report", str(out), "--before", str(out), "--plot", str(png)],
+        [sys.executable, "-m", "tooling.bench_report", str(out), "--before", str(out), "--plot", str(png)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr

@@ -6,9 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.detection import DetectorOptions, FaceDetector, tile_grid, verified_model_path
+from realtime.detection import DetectorOptions, FaceDetector
+from realtime.detectors.mediapipe import verified_model_path
 from realtime.errors import ModelError
 from realtime.paths import MODELS_DIR
+from realtime.tiling import tile_grid
 from tests.conftest import WALKING, WEBCAM, read_frames
 
 
@@ -62,7 +64,7 @@ def small_faces_frame() -> np.ndarray:
 
 def test_tiling_finds_small_faces_the_whole_frame_misses(detector):
     frame = small_faces_frame()
-    whole = detector._detect_rgb(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), 0, 0)
+    whole = detector.engine.detect(frame)  # one pass over the whole frame
     tiled = detector.detect(frame)
     assert detector.needs_tiling(frame.shape)
     assert len(tiled) >= 5, len(tiled)

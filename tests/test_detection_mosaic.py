@@ -4,7 +4,7 @@ import numpy as np
 import supervision as sv
 
 from realtime.analyzer import RollingScan
-from realtime.detection import MosaicCell, from_mosaic, mosaic_layouts
+from realtime.tiling import MosaicCell, from_mosaic, mosaic_layouts
 from tests.test_detection import small_faces_frame
 
 

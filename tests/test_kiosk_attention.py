@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from realtime.kiosk.attention import AttentionOptions, face_attentive, head_pose, is_attentive, project
-from realtime.synthetic import usable_face
+from tooling.scenes import usable_face
 from tests.conftest import read_face
 
 
@@ -36,8 +36,11 @@ def test_missing_or_broken_keypoints_fall_back():
     assert head_pose([(0, 0)] * 3) is None
     assert head_pose([(1.0, 1.0)] * 6) is None  # both eyes on one point
     assert head_pose([(float("nan"), 0.0)] * 6) is None
-    assert face_attentive(None, fallback=True) is True
-    assert face_attentive(None, fallback=False) is False
+    # without a head pose the scheduler's frontalness decides (1.0: no keypoints to judge by)
+    assert face_attentive(None, frontal=1.0) is True
+    assert face_attentive(None, frontal=0.0) is False
+    assert face_attentive([(1.0, 1.0)] * 6, frontal=0.59) is False
+    assert face_attentive(None, 0.5, AttentionOptions(fallback_frontal=0.5)) is True
 
 
 def _portraits(labels, n: int):

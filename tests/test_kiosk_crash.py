@@ -36,6 +36,7 @@ from realtime.kiosk.store import (
 from realtime.kiosk.visits import VisitRules
 from realtime.paths import ROOT
 from realtime.scheduling import FaceQuality
+from realtime.smoothing import Estimates
 from realtime.sources import LiveStats
 from tests.conftest import WEBCAM, run_cli
 
@@ -61,12 +62,12 @@ class Clock:
 
 def face(track_id: int) -> FaceResult:
     q = FaceQuality(size_px=80, sharpness=50, frontal=1.0, score=0.8, usable=True)
-    return FaceResult(track_id, (0, 0, 1, 1), 0.9, 40, 2.0, "male", 0.95, False, q, True, tuple(project(0, 0, scale=0.2)))
+    return FaceResult(track_id, (0, 0, 1, 1), 0.9, Estimates(40, 2.0, "male", 0.95), False, q, tuple(project(0, 0, scale=0.2)))
 
 
 def summary(track_id: int, first: float, last: float) -> TrackSummary:
     return TrackSummary(track_id, int(first * FPS), int(last * FPS), first, last, int((last - first) * FPS) + 1, 3,
-                        40.0, 2.0, "male", 0.95, 0, 0)
+                        Estimates(40.0, 2.0, "male", 0.95))
 
 
 def feed(session: KioskSession, clock: Clock, first: int, last: int) -> None:
@@ -162,7 +163,7 @@ def test_kill_9_mid_visit_keeps_the_visit_up_to_the_last_second(tmp_path, model_
     assert dwell_a_second_before - 0.05 <= dwell <= dwell_at_kill + 0.05
     reader = StoreReader(data_dir)
     visits = reader.visits(0, time.time() + 60)
-    assert track in [v["track_id"] for v in visits]
+    assert track in [v.track_id for v in visits]
     assert reader.totals(0, time.time() + 60).visits == len(visits)  # counted once
     assert [r[0] for r in sql(data_dir, "SELECT stop_reason FROM runs ORDER BY id")] == ["crashed", "stopped", "stopped"]
     assert sql(data_dir, "SELECT visits FROM runs WHERE id = 1") == [(len(visits),)]
@@ -183,11 +184,11 @@ def test_an_open_visit_is_checkpointed_and_closed_as_crashed_at_the_next_start(t
     with KioskStore.open(tmp_path, now=T0 + 100):
         pass
     (visit,) = StoreReader(tmp_path).visits(0, T0 + 100)
-    assert visit["track_id"] == 1
-    assert visit["start"] == pytest.approx(T0)
-    assert visit["dwell_s"] == pytest.approx(6.0)
-    assert visit["gender"] == "male" and visit["bracket"] == "35-44" and visit["age"] == 40
-    assert visit["glances"] == 1 and visit["attention_s"] == pytest.approx(6.0)
+    assert visit.track_id == 1
+    assert visit.start == pytest.approx(T0)
+    assert visit.dwell_s == pytest.approx(6.0)
+    assert visit.gender == "male" and visit.bracket == "35-44" and visit.age == 40
+    assert visit.glances == 1 and visit.attention_s == pytest.approx(6.0)
     assert sql(tmp_path, "SELECT ended FROM visits") == [("crashed",)]
     totals = StoreReader(tmp_path).totals(0, T0 + 100)
     assert (totals.visits, totals.viewers) == (1, 1) and totals.dwell_s == pytest.approx(6.0)
@@ -330,7 +331,7 @@ def test_a_version_1_store_opens_and_upgrades(tmp_path, killed):
     assert [r[0] for r in sql(data_dir, "SELECT stop_reason FROM runs ORDER BY id")] == ["crashed", "crashed", "stopped"]
     reader = StoreReader(data_dir)
     assert reader.totals(0, T0 + 300).visits == 2
-    assert [v["track_id"] for v in reader.visits(0, T0 + 300)] == [4, 1]
+    assert [v.track_id for v in reader.visits(0, T0 + 300)] == [4, 1]
     assert sql(data_dir, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -432,8 +433,8 @@ def test_a_camera_gap_open_at_the_stop_is_recorded(tmp_path):
     session.final([])
     store.close(now=clock.t)
     gaps = StoreReader(tmp_path).gaps(0, T0 + 100)
-    assert [(g["start"] - T0, g["kind"]) for g in gaps] == [(1.0, "camera"), (4.0, "camera")]
-    assert gaps[0]["end"] - T0 == 2.0 and gaps[1]["end"] - T0 == pytest.approx(9.0, abs=0.5)
+    assert [(g.start - T0, g.kind) for g in gaps] == [(1.0, "camera"), (4.0, "camera")]
+    assert gaps[0].end - T0 == 2.0 and gaps[1].end - T0 == pytest.approx(9.0, abs=0.5)
 
 
 def test_reports_refuse_a_foreign_store_with_one_line_and_leave_it(tmp_path):

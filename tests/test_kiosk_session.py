@@ -10,9 +10,10 @@ import pytest
 from realtime.analyzer import FaceResult, FrameResult, TrackSummary
 from realtime.kiosk.attention import project
 from realtime.kiosk.session import KioskSession
-from realtime.kiosk.store import KioskStore, StoreReader
+from realtime.kiosk.store import GapRow, KioskStore, StoreReader
 from realtime.kiosk.visits import VisitRules
 from realtime.scheduling import FaceQuality
+from realtime.smoothing import Estimates
 
 FPS = 10.0
 T0 = 1_750_000_000.0
@@ -38,12 +39,12 @@ class FakeLiveSource:
 
 def face(track_id: int) -> FaceResult:
     q = FaceQuality(size_px=80, sharpness=50, frontal=1.0, score=0.8, usable=True)
-    return FaceResult(track_id, (0, 0, 1, 1), 0.9, 40, 2.0, "male", 0.95, False, q, True, tuple(project(0, 0, scale=0.2)))
+    return FaceResult(track_id, (0, 0, 1, 1), 0.9, Estimates(40, 2.0, "male", 0.95), False, q, tuple(project(0, 0, scale=0.2)))
 
 
 def summary(track_id: int, first: float, last: float) -> TrackSummary:
     return TrackSummary(track_id, int(first * FPS), int(last * FPS), first, last, int((last - first) * FPS) + 1, 3,
-                        40.0, 2.0, "male", 0.95, 0, 0)
+                        Estimates(40.0, 2.0, "male", 0.95))
 
 
 def run_frames(session: KioskSession, clock: Clock, seconds: float, speed: float, finished_at: dict[int, TrackSummary]):
@@ -63,9 +64,9 @@ def test_a_file_read_fast_is_never_stamped_in_the_future(tmp_path):
     run_frames(session, clock, seconds=10, speed=5.0, finished_at={80: summary(1, 0.0, 7.9)})
     store.close(now=clock.t)
     (visit,) = StoreReader(tmp_path).visits(0, T0 + 100)
-    assert visit["end"] <= clock.t + 1e-6
-    assert visit["dwell_s"] == pytest.approx(8.0)  # durations stay in video time
-    assert visit["attention_s"] == pytest.approx(8.0) and visit["glances"] == 1
+    assert visit.end <= clock.t + 1e-6
+    assert visit.dwell_s == pytest.approx(8.0)  # durations stay in video time
+    assert visit.attention_s == pytest.approx(8.0) and visit.glances == 1
 
 
 def test_people_in_view_at_the_end_become_visits(tmp_path):
@@ -93,4 +94,4 @@ def test_camera_gaps_reach_the_store_in_wall_time(tmp_path):
     session.frame(FrameResult(1, 13.0, [], []))
     session.frame(FrameResult(2, 13.1, [], []))  # recorded once
     store.close(now=clock.t)
-    assert StoreReader(tmp_path).gaps(0, T0 + 100) == [{"run_id": 1, "start": T0 + 3.0, "end": T0 + 12.5, "kind": "camera"}]
+    assert StoreReader(tmp_path).gaps(0, T0 + 100) == [GapRow(run_id=1, start=T0 + 3.0, end=T0 + 12.5, kind="camera")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import sqlite3
@@ -9,7 +10,19 @@ import time
 
 import pytest
 
-from realtime.kiosk.store import KioskStore, StoreError, StoreOptions, StoreReader, minute_of, store_file
+from realtime.kiosk.store import (
+    GapRow,
+    GenderCounts,
+    KioskStore,
+    RunRow,
+    StoreError,
+    StoreOptions,
+    StoreReader,
+    TimelineBucket,
+    VisitRow,
+    minute_of,
+    store_file,
+)
 from realtime.kiosk.visits import Visit
 
 NOW = 1_750_000_000.0  # a fixed "now" keeps minute boundaries predictable
@@ -54,16 +67,16 @@ def test_visits_and_their_aggregates(tmp_path):
     brackets = reader.brackets(NOW - 60, NOW + 600)
     # every configured bracket in order, empty ones too, so charts keep their axes
     assert list(brackets) == ["under 18", "18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
-    assert brackets["18-24"] == {"female": 0, "male": 1, "unknown": 0}
-    assert brackets["25-34"] == {"female": 2, "male": 0, "unknown": 0}
-    assert sum(sum(c.values()) for c in brackets.values()) == 3
+    assert brackets["18-24"] == GenderCounts(female=0, male=1, unknown=0)
+    assert brackets["25-34"] == GenderCounts(female=2, male=0, unknown=0)
+    assert sum(c.total for c in brackets.values()) == 3
     assert reader.histogram("dwell", NOW - 60, NOW + 600) == [1, 0, 1, 0, 1, 0, 0, 0]
     assert reader.histogram("attention", NOW - 60, NOW + 600) == [0, 0, 1, 0, 1, 0]
     timeline = reader.timeline(minute_of(NOW), minute_of(NOW) + 180, 60)
-    assert [b["visits"] for b in timeline] == [2, 1, 0]
-    assert timeline[0]["attention_rate"] == 0.5
-    assert sum(h["visits"] for h in reader.hourly_profile(NOW - 3600, NOW + 3600)) == 3
-    assert [v["track_id"] for v in reader.visits(NOW - 60, NOW + 600)] == [1, 2, 3]
+    assert [b.visits for b in timeline] == [2, 1, 0]
+    assert timeline[0] == TimelineBucket(minute_of(NOW), 2, 1, 3.0, 16.0, 0.5)
+    assert sum(h.visits for h in reader.hourly_profile(NOW - 3600, NOW + 3600)) == 3
+    assert [v.track_id for v in reader.visits(NOW - 60, NOW + 600)] == [1, 2, 3]
 
 
 def test_retention_drops_visit_rows_but_keeps_aggregates(tmp_path):
@@ -73,7 +86,7 @@ def test_retention_drops_visit_rows_but_keeps_aggregates(tmp_path):
     with KioskStore.open(tmp_path, StoreOptions(retention_days=7), now=NOW):
         pass  # retention runs at every start (and hourly while running)
     reader = StoreReader(tmp_path)
-    assert [v["track_id"] for v in reader.visits(0, NOW)] == [3]
+    assert [v.track_id for v in reader.visits(0, NOW)] == [3]
     assert reader.totals(0, NOW).visits == 3  # the month's figures survive the rows
 
 
@@ -112,7 +125,26 @@ def test_live_row_reports_people_only_while_fresh(tmp_path):
 def test_camera_gaps_are_recorded(tmp_path):
     with KioskStore.open(tmp_path, now=NOW) as store:
         store.add_gap(NOW + 10, NOW + 25)
-    assert StoreReader(tmp_path).gaps(NOW, NOW + 100) == [{"run_id": 1, "start": NOW + 10, "end": NOW + 25, "kind": "camera"}]
+    assert StoreReader(tmp_path).gaps(NOW, NOW + 100) == [GapRow(run_id=1, start=NOW + 10, end=NOW + 25, kind="camera")]
+
+
+def test_readers_return_typed_rows_of_what_was_written(tmp_path):
+    written = [visit(1, NOW + 3600, dwell=30, attention=6), visit(2, NOW + 3700, age=None, bracket="unknown", gender="unknown")]
+    with KioskStore.open(tmp_path, source="cam0", now=NOW) as store:
+        store.add_visits(written, now=NOW + 3800)
+    reader = StoreReader(tmp_path)
+    rows = reader.visits(NOW, NOW + 7200)
+    assert rows == list(reader.iter_visits(NOW, NOW + 7200, batch=1))
+    for row, v in zip(rows, written, strict=True):
+        assert isinstance(row, VisitRow) and row.run_id == 1
+        assert dataclasses.astuple(row)[1:] == dataclasses.astuple(v)[:-1]  # all but `ended`, which no reader shows
+    (run,) = reader.runs(NOW, NOW + 7200)
+    assert isinstance(run, RunRow) and (run.id, run.source, run.visits, run.stop_reason) == (1, "cam0", 2, "stopped")
+    hours = [h for h in reader.hourly_profile(NOW, NOW + 7200) if h.visits]
+    assert [(h.visits, h.viewers, h.attention_rate, h.average_dwell_s, h.average_attention_s) for h in hours] == [(2, 2, 1.0, 17.5, 4.0)]
+    assert [(d.visits, d.viewers) for d in reader.daily(NOW, NOW + 7200)] == [(2, 2)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rows[0].age = 99  # type: ignore[misc]
 
 
 def _hold(data_dir, ready, release):

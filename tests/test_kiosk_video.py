@@ -1,6 +1,6 @@
 """Kiosk mode end to end on generated multi-person videos with ground truth.
 
-Videos come from realtime.synthetic: real labelled faces from ../shared composited on
+Videos come from tooling.scenes: real labelled faces from ../shared composited on
 moving paths, with known entries, exits, ages and genders. run_camera.py --kiosk runs
 on them as a user runs it; its store is scored against the truth, killed with SIGKILL
 mid-run and resumed, stopped with SIGTERM, fed a stream that drops, and pointed at a
@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from realtime import synthetic
+from tooling import scenes as synthetic
 from realtime.kiosk.store import StoreReader, store_file
 from realtime.kiosk.visits import AgeBrackets
 from realtime.paths import ROOT
@@ -156,11 +156,11 @@ def test_brackets_and_genders_match_the_truth(scored_runs):
 def test_attention_is_within_dwell_and_mostly_looking(scored_runs):
     for *_, visits, _ in scored_runs:
         for v in visits:
-            assert 0 <= v["attention_s"] <= v["dwell_s"] + 1e-6
-            assert (v["glances"] > 0) == (v["attention_s"] > 0)
+            assert 0 <= v.attention_s <= v.dwell_s + 1e-6
+            assert (v.glances > 0) == (v.attention_s > 0)
     # the composited faces mostly look into the camera (measured: 89% of visits are viewers)
     all_visits = [v for *_, visits, _ in scored_runs for v in visits]
-    assert sum(v["glances"] > 0 for v in all_visits) / len(all_visits) >= 0.6
+    assert sum(v.glances > 0 for v in all_visits) / len(all_visits) >= 0.6
 
 
 def test_aggregates_agree_with_the_visit_rows(scored_runs):
@@ -168,10 +168,10 @@ def test_aggregates_agree_with_the_visit_rows(scored_runs):
         reader = StoreReader(data_dir)
         totals = reader.totals(0, time.time() + 3600)
         assert totals.visits == len(visits)
-        assert totals.viewers == sum(v["glances"] > 0 for v in visits)
-        assert totals.dwell_s == pytest.approx(sum(v["dwell_s"] for v in visits))
+        assert totals.viewers == sum(v.glances > 0 for v in visits)
+        assert totals.dwell_s == pytest.approx(sum(v.dwell_s for v in visits))
         brackets = reader.brackets(0, time.time() + 3600)
-        assert sum(sum(c.values()) for c in brackets.values()) == len(visits)
+        assert sum(c.total for c in brackets.values()) == len(visits)
 
 
 # ------------------------------------------------------------------ crashes and stops
@@ -277,7 +277,7 @@ def test_a_camera_that_drops_is_reopened_and_the_gap_recorded(model_path, tmp_pa
     assert kind == "camera" and end > start
     run_start = query(data_dir, "SELECT started_at FROM runs")[0][0]
     assert run_start <= start <= time.time()
-    assert StoreReader(data_dir).gaps(0, time.time())[0]["kind"] == "camera"
+    assert StoreReader(data_dir).gaps(0, time.time())[0].kind == "camera"
 
 
 def test_a_store_that_stops_taking_writes_mid_run_stops_the_kiosk_cleanly(long_video, model_path, tmp_path):

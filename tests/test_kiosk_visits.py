@@ -21,6 +21,7 @@ from realtime.kiosk.visits import (
     totals,
 )
 from realtime.scheduling import FaceQuality
+from realtime.smoothing import Estimates
 
 FPS = 10.0
 DT = 1 / FPS
@@ -29,8 +30,8 @@ DT = 1 / FPS
 def summary(track_id: int = 1, first: float = 0.0, last: float = 4.9, age: float | None = 30.0, gender: str | None = "female") -> TrackSummary:
     return TrackSummary(
         track_id=track_id, first_frame=int(first * FPS), last_frame=int(last * FPS), first_time=first, last_time=last,
-        frames_seen=int((last - first) * FPS) + 1, frames_inferred=5, age=age, age_std=2.0, gender=gender,
-        gender_confidence=0.9 if gender else None, frames_attentive=0, glances=0,
+        frames_seen=int((last - first) * FPS) + 1, frames_inferred=5,
+        estimates=Estimates(age=age, age_std=2.0, gender=gender, gender_confidence=0.9 if gender else None),
     )
 
 
@@ -112,7 +113,7 @@ def test_histogram_bins():
 def face(track_id: int, yaw: float) -> FaceResult:
     quality = FaceQuality(size_px=80, sharpness=50, frontal=1.0, score=0.8, usable=True)
     kps = tuple(project(yaw, 0.0, scale=0.2, centre=(100.0 * track_id, 100.0)))
-    return FaceResult(track_id, (0, 0, 1, 1), 0.9, 30, 2.0, "female", 0.9, False, quality, attentive=False, keypoints=kps)
+    return FaceResult(track_id, (0, 0, 1, 1), 0.9, Estimates(30, 2.0, "female", 0.9), False, quality, keypoints=kps)
 
 
 def test_builder_measures_glances_from_head_pose():

@@ -24,7 +24,7 @@ import pytest
 from realtime.errors import OutputError
 from realtime.files import refuse_clashes, write_text_atomic
 from realtime.paths import ROOT
-from realtime.sinks import VideoSink, write_json_atomic
+from realtime.sinks import VideoFile, write_json_atomic
 from tests.conftest import WEBCAM, run_cli
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -195,18 +195,18 @@ def test_report_out_to_a_symlink_writes_its_target(tmp_path):
 def test_video_removed_while_written_is_an_error(tmp_path):
     path = tmp_path / "out.mp4"
     frame = np.full((120, 160, 3), 128, np.uint8)
-    sink = VideoSink(path, 25.0, (160, 120))
+    sink = VideoFile(path, 25.0, (160, 120))
     sink.write(frame)
     path.unlink()
     with pytest.raises(OutputError, match="removed while it was being written"):
-        for _ in range(VideoSink.WATCH_EVERY * 2):
+        for _ in range(VideoFile.WATCH_EVERY * 2):
             sink.write(frame)
     sink.close()
 
 
 def test_tiny_frames_blame_the_frame_size_not_the_path(tmp_path):
     with pytest.raises(OutputError, match="1x1 frames") as info:
-        VideoSink(tmp_path / "out.mp4", 25.0, (1, 1))
+        VideoFile(tmp_path / "out.mp4", 25.0, (1, 1))
     assert "cannot write video" not in str(info.value)
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from realtime.scheduling import Candidate, FaceQuality, ScheduleOptions, assess, due, frontalness, select
+from realtime.scheduling import Candidate, FaceQuality, InferenceLog, ScheduleOptions, assess, due, frontalness, select
 from tests.conftest import WEBCAM, read_frames
 
 OPTS = ScheduleOptions(refresh_frames=10, warmup_frames=2)
@@ -68,3 +68,13 @@ def test_select_prefers_new_then_stalest_and_caps():
     opts = ScheduleOptions(refresh_frames=1, max_per_frame=2)
     candidates = [Candidate(1, quality(), 3, 0.5, True), Candidate(2, quality(), None, 0.0), Candidate(3, quality(), 9, 0.5, True)]
     assert select(candidates, opts) == [2, 3]
+
+
+def test_inference_log_turns_a_tracks_history_into_its_candidate():
+    log = InferenceLog()
+    assert log.candidate(4, quality(0.5), 7, False) == Candidate(4, quality(0.5), None, 0.0, False)
+    log = log.after(7, quality(0.6)).after(9, quality(0.4))
+    assert (log.count, log.last_frame, log.best_score) == (2, 9, 0.6)
+    candidate = log.candidate(4, quality(0.5), 12, True)
+    assert candidate.frames_since_inference == 3 and candidate.best_score == 0.6 and candidate.settled
+    assert not due(candidate, OPTS)  # settled, fresh, and no better than its best view

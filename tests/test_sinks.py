@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from realtime.errors import OutputError
-from realtime.sinks import JsonLinesSink, VideoSink, write_json_atomic
+from realtime.sinks import JsonLinesFile, VideoFile, write_json_atomic
 from tests.conftest import WEBCAM, read_frames
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv"])
-def test_video_sink_writes_every_frame(tmp_path, suffix):
+def test_video_file_writes_every_frame(tmp_path, suffix):
     frames = read_frames(WEBCAM, 20)
     path = tmp_path / f"out{suffix}"
-    with VideoSink(path, 25.0, (400, 300)) as sink:
+    with VideoFile(path, 25.0, (400, 300)) as sink:
         for frame in frames:
             sink.write(frame)
     cap = cv2.VideoCapture(str(path))
@@ -30,15 +30,15 @@ def test_video_sink_writes_every_frame(tmp_path, suffix):
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
 
 
-def test_video_sink_resizes_odd_frames(tmp_path):
-    with VideoSink(tmp_path / "o.mp4", 10, (200, 100)) as sink:
+def test_video_file_resizes_odd_frames(tmp_path):
+    with VideoFile(tmp_path / "o.mp4", 10, (200, 100)) as sink:
         sink.write(np.zeros((50, 60, 3), np.uint8))
     assert cv2.VideoCapture(str(tmp_path / "o.mp4")).read()[1].shape == (100, 200, 3)
 
 
 def test_json_lines_are_flushed_per_record(tmp_path):
     path = tmp_path / "e.jsonl"
-    sink = JsonLinesSink(path)
+    sink = JsonLinesFile(path)
     sink.write({"a": np.float32(1.5), "b": float("nan"), "c": [np.int64(3)]})
     # readable before close: a crash after this line keeps it
     assert json.loads(path.read_text().splitlines()[0]) == {"a": 1.5, "b": None, "c": [3]}
@@ -54,8 +54,8 @@ def test_summary_is_atomic(tmp_path):
 
 def test_unwritable_paths(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
-        JsonLinesSink(tmp_path / "missing" / "e.jsonl")
+        JsonLinesFile(tmp_path / "missing" / "e.jsonl")
     with pytest.raises(OutputError, match="is a folder"):
-        VideoSink(tmp_path, 25, (10, 10))
+        VideoFile(tmp_path, 25, (10, 10))
     with pytest.raises(OutputError, match="unsupported video format"):
-        VideoSink(tmp_path / "x.gifv", 25, (10, 10))
+        VideoFile(tmp_path / "x.gifv", 25, (10, 10))

@@ -4,21 +4,30 @@ import numpy as np
 import pytest
 
 from realtime.smoothing import (
+    AgeSmoother,
+    FaceEstimates,
+    GenderSmoother,
     SmoothingOptions,
-    TrackEstimate,
     age_estimate,
-    display,
     robust_spread,
-    update,
     weighted_median,
 )
 
 
 def feed(samples, state=None, options=SmoothingOptions()):
-    state = state or TrackEstimate()
+    """The age and gender estimates after each (age, P(male), weight) inference in turn."""
+    state = state or FaceEstimates(options)
     for age, p_male, weight in samples:
-        state = update(state, age, p_male, weight, options)
+        state.update({"age": age, "p_male": p_male}, weight)
     return state
+
+
+def display(state: FaceEstimates):
+    return state.shown()
+
+
+def smoother(state: FaceEstimates, kind):
+    return next(s for s in state.smoothers if isinstance(s, kind))
 
 
 def test_weighted_median_follows_weights():
@@ -66,15 +75,15 @@ def test_gender_changes_on_sustained_contrary_evidence():
 def test_low_quality_views_count_less():
     good = feed([(30, 0.9, 1.0)] * 4)
     poor = feed([(30, 0.9, 0.1)] * 4)
-    assert good.log_odds > 5 * poor.log_odds
+    assert smoother(good, GenderSmoother).state.log_odds > 5 * smoother(poor, GenderSmoother).state.log_odds
 
 
 def test_shown_age_does_not_jitter():
     rng = np.random.default_rng(1)
-    state = TrackEstimate()
+    state = FaceEstimates()
     shown = []
     for age in rng.normal(27, 1.5, 300):
-        state = update(state, float(age), 0.9, 1.0)
+        state.update({"age": float(age), "p_male": 0.9}, 1.0)
         shown.append(display(state).age)
     shown = [a for a in shown if a is not None]
     changes = sum(1 for a, b in zip(shown, shown[1:]) if a != b)
@@ -92,11 +101,22 @@ def test_shown_age_follows_a_real_change():
 def test_history_is_bounded():
     options = SmoothingOptions(history=16)
     state = feed([(30, 0.9, 1.0)] * 100, options=options)
-    assert len(state.ages) == 16 and state.inferences == 100
+    ages = smoother(state, AgeSmoother).state
+    assert len(ages.ages) == 16 and ages.inferences == 100
 
 
 @pytest.mark.parametrize("p", [0.0, 1.0])
 def test_extreme_probabilities_are_finite(p):
     state = feed([(30, p, 1.0)] * 5)
-    assert np.isfinite(state.log_odds)
-    assert age_estimate(state) == (30.0, 0.0)
+    assert np.isfinite(smoother(state, GenderSmoother).state.log_odds)
+    assert age_estimate(smoother(state, AgeSmoother).state) == (30.0, 0.0)
+
+
+def test_the_record_keeps_the_full_age_estimate_and_rounds_only_in_json():
+    state = feed([(30.0, 0.9, 1.0), (30.6, 0.9, 1.0), (31.0, 0.9, 1.0)])
+    final, shown = state.final(), state.shown()
+    assert shown.age == 30 and final.age == pytest.approx(30.6)  # median; shown held by hysteresis
+    assert final.age_std == shown.age_std and final.gender == shown.gender == "male"
+    record = state.final().record()
+    assert list(record) == ["age", "age_std", "gender", "gender_confidence"]
+    assert record["age"] == 30.6 and state.shown().record()["age"] == 30

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime import synthetic as syn
+from tooling import scenes as syn
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "face_detection_full_range_sparse.tflite"
@@ -239,7 +239,7 @@ THRESHOLD = 0.8  # measured 0.884; the margin absorbs detector build differences
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "realtime.synthetic", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "tooling.scenes", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -28,6 +28,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from realtime.metadata import ModelMetadata
+from realtime.model import age_from_softmax, preprocess_crops
 
 P_CLIP = 1e-6
 HEAD_FEATURES = ("gender_logit", "age_mean")
@@ -64,9 +65,7 @@ def gender_logit(p_male: np.ndarray) -> np.ndarray:
 
 
 def age_expectation(age_probs: np.ndarray) -> np.ndarray:
-    probs = np.asarray(age_probs, np.float32)
-    ages = np.arange(probs.shape[1], dtype=np.float32)
-    return ((probs @ ages) / probs.sum(axis=1)).astype(np.float32)
+    return age_from_softmax(np.asarray(age_probs, np.float32))[0]  # the age the live model reports
 
 
 def feature_names(embedding_dim: int, head_features: bool) -> list[str]:
@@ -122,15 +121,7 @@ class OnnxBackbone:
         self.sha256 = file_sha256(self.path)
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        # the same arithmetic as realtime.model.AgeGenderModel.preprocess
-        meta = self.metadata
-        batch = np.asarray(crops, dtype=np.float32)
-        if meta.channel_order == "RGB":
-            batch = batch[..., ::-1]
-        batch = (batch - np.asarray(meta.mean, np.float32)) * np.float32(meta.scale)
-        if meta.layout == "NCHW":
-            batch = batch.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(batch)
+        return preprocess_crops(crops, self.metadata)  # as the live pipeline feeds its model
 
     def embed(self, crops: np.ndarray) -> Embedding:
         meta = self.metadata

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -124,6 +125,18 @@ class CropReader(threading.Thread):
             self.queue.put(None)
 
 
+def extraction_manifest(backbone_path: Path, backbone, flip: bool) -> dict[str, Any]:
+    """What the shards of one extraction must agree on to be resumed and merged."""
+    return {
+        "backbone": str(backbone_path),
+        "backbone_name": backbone.name,
+        "backbone_sha256": getattr(backbone, "sha256", ""),
+        "flip": flip,
+        "crop_margin": backbone.crop_margin,
+        "input_size": backbone.input_size,
+    }
+
+
 def extract(
     backbone_path: Path,
     labels_path: Path,
@@ -148,14 +161,7 @@ def extract(
     selected = labels.file[order]
 
     directory = parts_dir(out)
-    manifest = {
-        "backbone": str(backbone_path),
-        "backbone_name": backbone.name,
-        "backbone_sha256": getattr(backbone, "sha256", ""),
-        "flip": flip,
-        "crop_margin": backbone.crop_margin,
-        "input_size": backbone.input_size,
-    }
+    manifest = extraction_manifest(backbone_path, backbone, flip)
     check_manifest(directory, manifest)
     done = load_shards(directory)
     done_files = set(done["files"].tolist()) if done else set()
@@ -182,6 +188,70 @@ def extract(
     return summary
 
 
+Item = tuple[str, "np.ndarray | None", bool, float]  # file, crop (None: unreadable), face found, detector score
+
+
+def embed_batch(backbone, batch: list[Item], flip: bool) -> dict[str, Embedding]:
+    """Raw backbone outputs of a batch of crops, keyed "" and, with flip, "_m" for the mirrors
+    (an unreadable image's crop is black; its row is marked unreadable)."""
+    size = backbone.input_size
+    crops = np.stack([c if c is not None else np.zeros((size, size, 3), np.uint8) for _, c, _, _ in batch])
+    parts = {"": backbone.embed(crops)}
+    if flip:
+        parts["_m"] = backbone.embed(mirror(crops))
+    return parts
+
+
+class ShardBuffer:
+    """Embedded crops collected until they are written as one shard."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.pending: dict[str, list] = {"files": [], "face_found": [], "detector_score": [], "readable": []}
+        self.raw: dict[str, list] = {}
+
+    def add(self, batch: list[Item], parts: dict[str, Embedding]) -> None:
+        for suffix, emb in parts.items():
+            for key in RAW_KEYS:
+                value = getattr(emb, key)
+                if value is not None:
+                    self.raw.setdefault(key + suffix, []).append(value)
+        for name, crop, found, score in batch:
+            self.pending["files"].append(name)
+            self.pending["face_found"].append(found)
+            self.pending["detector_score"].append(score)
+            self.pending["readable"].append(crop is not None)
+
+    def write(self) -> None:
+        if not self.pending["files"]:
+            return
+        arrays = {
+            "files": np.array(self.pending["files"]),
+            "face_found": np.array(self.pending["face_found"], bool),
+            "detector_score": np.array(self.pending["detector_score"], np.float32),
+            "readable": np.array(self.pending["readable"], bool),
+        }
+        arrays.update({k: np.concatenate(v).astype(np.float32) for k, v in self.raw.items()})
+        write_shard(self.directory, arrays)
+        for v in self.pending.values():
+            v.clear()
+        self.raw.clear()
+
+
+def extraction_progress(interactive: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]bottlenecks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} img/s, no face {task.fields[no_face]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not interactive,
+    )
+
+
 def run_batches(
     backbone,
     reader: CropReader,
@@ -192,65 +262,21 @@ def run_batches(
     shard_size: int,
     progress: bool,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    pending: dict[str, list] = {"files": [], "face_found": [], "detector_score": [], "readable": []}
-    raw: dict[str, list] = {}
-    batch: list[tuple[str, np.ndarray | None, bool, float]] = []
+    """Embed the reader's crops in batches and write them in shards of `shard_size` images."""
+    shard = ShardBuffer(directory)
+    batch: list[Item] = []
     count, no_face, unreadable = 0, 0, 0
     t0 = time.perf_counter()
     interactive = progress and sys.stdout.isatty()
 
     def flush_batch() -> None:
-        nonlocal batch
-        if not batch:
-            return
-        size = backbone.input_size
-        crops = np.stack([c if c is not None else np.zeros((size, size, 3), np.uint8) for _, c, _, _ in batch])
-        parts = {"": backbone.embed(crops)}
-        if flip:
-            parts["_m"] = backbone.embed(mirror(crops))
-        for suffix, emb in parts.items():
-            for key in RAW_KEYS:
-                value = getattr(emb, key)
-                if value is not None:
-                    raw.setdefault(key + suffix, []).append(value)
-        for name, crop, found, score in batch:
-            pending["files"].append(name)
-            pending["face_found"].append(found)
-            pending["detector_score"].append(score)
-            pending["readable"].append(crop is not None)
-        batch = []
+        if batch:
+            shard.add(batch, embed_batch(backbone, batch, flip))
+            batch.clear()
 
-    def flush_shard() -> None:
-        if not pending["files"]:
-            return
-        arrays = {
-            "files": np.array(pending["files"]),
-            "face_found": np.array(pending["face_found"], bool),
-            "detector_score": np.array(pending["detector_score"], np.float32),
-            "readable": np.array(pending["readable"], bool),
-        }
-        arrays.update({k: np.concatenate(v).astype(np.float32) for k, v in raw.items()})
-        write_shard(directory, arrays)
-        for v in pending.values():
-            v.clear()
-        raw.clear()
-
-    with Progress(
-        TextColumn("[bold]bottlenecks"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.1f} img/s, no face {task.fields[no_face]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not interactive,
-    ) as bar:
+    with extraction_progress(interactive) as bar:
         task = bar.add_task("extract", total=total, rate=0.0, no_face=0)
-        while True:
-            item = reader.queue.get()
-            if item is None:
-                break
+        for item in iter(reader.queue.get, None):
             batch.append(item)
             count += 1
             no_face += not item[2]
@@ -259,18 +285,14 @@ def run_batches(
                 flush_batch()
             if count % shard_size == 0:
                 flush_batch()
-                flush_shard()
+                shard.write()
                 rate = count / (time.perf_counter() - t0)
                 if not interactive:
                     eta = (total - count) / max(rate, 1e-9)
-                    print(
-                        f"{count}/{total} images, {rate:.1f} img/s, no face {no_face}, "
-                        f"unreadable {unreadable}, ETA {eta / 60:.1f} min",
-                        flush=True,
-                    )
+                    print(f"{count}/{total} images, {rate:.1f} img/s, no face {no_face}, unreadable {unreadable}, ETA {eta / 60:.1f} min", flush=True)
             bar.update(task, completed=count, rate=count / (time.perf_counter() - t0), no_face=no_face)
         flush_batch()
-        flush_shard()
+        shard.write()
 
 
 def merge(
@@ -289,6 +311,23 @@ def merge(
     index = np.array([position[f] for f in ordered], dtype=np.int64)
     readable = done["readable"][index]
     index, ordered = index[readable], [f for f, r in zip(ordered, readable) if r]
+    arrays = {"files": np.array(ordered), **feature_arrays(done, index, manifest, flip, head_features)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)
+    return {
+        "out": str(out),
+        "faces": len(ordered),
+        "unreadable": int((~readable).sum()),
+        "no_face_found": int((~arrays["face_found"]).sum()),
+        "feature_dim": int(arrays["features"].shape[1]),
+        "flip": flip,
+    }
+
+
+def feature_arrays(done: dict[str, np.ndarray], index: np.ndarray, manifest: dict, flip: bool, head_features: bool) -> dict[str, np.ndarray]:
+    """The npz's arrays but `files` for the shard rows `index`: feature rows from the raw outputs."""
 
     def emb(suffix: str) -> Embedding:
         return Embedding(
@@ -310,7 +349,6 @@ def merge(
         "features": "embedding" + ("+gender_logit+age_mean" if head_features else "") + (" (flip mean)" if flip else ""),
     }
     arrays = {
-        "files": np.array(ordered),
         "features": features,
         "feature_names": np.array(feature_names(plain.embedding.shape[1], head_features)),
         "face_found": done["face_found"][index],
@@ -322,18 +360,7 @@ def merge(
     if plain.p_male is not None and plain.age_probs is not None:
         arrays["pretrained_p_male"] = plain.p_male
         arrays["pretrained_age"] = age_expectation(plain.age_probs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
-    return {
-        "out": str(out),
-        "faces": len(ordered),
-        "unreadable": int((~readable).sum()),
-        "no_face_found": int((~arrays["face_found"]).sum()),
-        "feature_dim": int(features.shape[1]),
-        "flip": flip,
-    }
+    return arrays
 
 
 def merge_partial(labels_path: Path, out: Path, head_features: bool = True) -> dict:
@@ -377,18 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge_only:
         merge_partial(args.labels, args.out, args.head_features)
         return 0
-    extract(
-        args.backbone,
-        args.labels,
-        args.out,
-        limit=args.limit,
-        flip=args.flip,
-        head_features=args.head_features,
-        batch_size=args.batch,
-        shard_size=args.shard_size,
-        threads=args.threads,
-        seed=args.seed,
-    )
+    extract(args.backbone, args.labels, args.out, limit=args.limit, flip=args.flip, head_features=args.head_features,
+            batch_size=args.batch, shard_size=args.shard_size, threads=args.threads, seed=args.seed)
     return 0
 
 

@@ -22,7 +22,6 @@ by source, gender and age decade, deterministically for a seed.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 import random
@@ -35,11 +34,11 @@ from typing import Iterable, Literal, NamedTuple, Sequence
 import numpy as np
 
 from realtime.errors import UserError
+from training.labels import LabelsError, parse_age, parse_gender, read_label_rows, valid_age
 
 Kind = Literal["auto", "shared", "imdb-wiki", "afad", "utkface", "prototype"]
 KINDS: tuple[str, ...] = ("auto", "shared", "imdb-wiki", "afad", "utkface", "prototype")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-MIN_AGE, MAX_AGE = 1, 100
 UTK_RACES = ("white", "black", "asian", "indian", "other")
 AFAD_GENDERS = {"111": "male", "112": "female"}
 
@@ -74,37 +73,6 @@ class Dataset:
         return iter(self.records)
 
 
-def valid_age(age: float | int | None) -> int | None:
-    """An age in years if it is possible (1..100), else None."""
-    if age is None:
-        return None
-    try:
-        value = float(age)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(value) or value != int(value):
-        return None
-    value = int(value)
-    return value if MIN_AGE <= value <= MAX_AGE else None
-
-
-def parse_age(text: str | None) -> int | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        return valid_age(float(text))
-    except ValueError:
-        return None
-
-
-GENDER_WORDS = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female"}
-
-
-def parse_gender(text: str | None) -> str | None:
-    return GENDER_WORDS.get((text or "").strip().lower())
-
-
 def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
@@ -115,9 +83,6 @@ def image_files(root: Path) -> list[Path]:
 
 # --- shared layout -------------------------------------------------------------------
 
-SHARED_REQUIRED = ("file", "gender", "age")
-
-
 def read_shared(root: str | Path, labels: str = "labels.csv") -> Dataset:
     """A folder with labels.csv; `file` is relative to the folder (or absolute)."""
     root = Path(root)
@@ -127,29 +92,22 @@ def read_shared(root: str | Path, labels: str = "labels.csv") -> Dataset:
     if not csv_path.is_file():
         raise DatasetError(f"no {labels} in {root}")
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            missing = [c for c in SHARED_REQUIRED if c not in columns]
-            if missing:
-                raise DatasetError(f"{csv_path} lacks the column(s) {', '.join(missing)}")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"cannot read {csv_path}: {exc}") from None
+        rows = read_label_rows(csv_path)
+    except LabelsError as exc:
+        raise DatasetError(str(exc)) from None
     records, skipped = [], Counter()
     for row in rows:
-        file = (row.get("file") or "").strip()
-        if not file:
+        if not row.file:
             skipped["no_file"] += 1
             continue
         records.append(
             FaceRecord(
-                path=root / file,
-                gender=parse_gender(row.get("gender")),
-                age=parse_age(row.get("age")),
-                race=(row.get("race") or "").strip().lower() or None,
-                source=(row.get("source") or "").strip() or root.name,
-                identity=(row.get("identity") or "").strip() or None,
+                path=root / row.file,
+                gender=row.gender,
+                age=row.age,
+                race=row.race.lower() or None,
+                source=row.source or root.name,
+                identity=row.identity,
             )
         )
     return Dataset("shared", root, records, skipped)
@@ -191,22 +149,10 @@ def _mat_text(cell: object) -> str:
     return "" if cell is None else str(cell).strip()
 
 
-def read_imdb_wiki(
-    path: str | Path,
-    min_face_score: float | None = 1.0,
-    drop_second_face: bool = True,
-    image_root: str | Path | None = None,
-) -> Dataset:
-    """wiki.mat or imdb.mat (or a folder holding one); images relative to its folder.
-
-    `min_face_score`: drop entries whose detector score is below it (the authors' score;
-    -inf means no face was found); None keeps all. `drop_second_face`: drop images where
-    the authors' detector saw a second face (second_face_score not NaN), since the label
-    may belong to either.
-    """
+def imdb_wiki_struct(path: Path) -> tuple[Path, str, np.ndarray]:
+    """(the .mat file, its struct's name, the struct) of wiki.mat / imdb.mat or a folder holding one."""
     import scipy.io
 
-    path = Path(path)
     if path.is_dir():
         found = [path / n for n in ("wiki.mat", "imdb.mat") if (path / n).is_file()]
         if not found:
@@ -225,7 +171,11 @@ def read_imdb_wiki(
     struct = mat[key]
     if struct.dtype.names is None:
         raise DatasetError(f"{path}: '{key}' is not a struct")
-    struct = struct.reshape(-1)[0]
+    return path, key, struct.reshape(-1)[0]
+
+
+def imdb_wiki_columns(path: Path, key: str, struct: np.ndarray) -> dict[str, np.ndarray | None]:
+    """The struct's fields as flat arrays (None for a missing optional one), lengths checked."""
 
     def column(name: str, required: bool = True) -> np.ndarray | None:
         if name not in struct.dtype.names:
@@ -234,43 +184,63 @@ def read_imdb_wiki(
             return None
         return np.asarray(struct[name]).reshape(-1)
 
-    dob, taken, full_path = column("dob"), column("photo_taken"), column("full_path")
-    gender = column("gender")
-    names = column("name", required=False)
-    face_score = column("face_score", required=False)
-    second = column("second_face_score", required=False)
-    n = len(full_path)
-    for name, values in (("dob", dob), ("photo_taken", taken), ("gender", gender)):
-        if len(values) != n:
-            raise DatasetError(f"{path}: field {name} has {len(values)} entries, full_path {n}")
+    columns = {name: column(name) for name in ("dob", "photo_taken", "full_path", "gender")}
+    columns.update({name: column(name, required=False) for name in ("name", "face_score", "second_face_score")})
+    n = len(columns["full_path"])
+    for name in ("dob", "photo_taken", "gender"):
+        if len(columns[name]) != n:
+            raise DatasetError(f"{path}: field {name} has {len(columns[name])} entries, full_path {n}")
+    return columns
+
+
+def imdb_wiki_skip_reason(columns: dict[str, np.ndarray | None], i: int, min_face_score: float | None, drop_second_face: bool) -> str | None:
+    face_score, second = columns["face_score"], columns["second_face_score"]
+    if min_face_score is not None and face_score is not None and not float(face_score[i]) >= min_face_score:
+        return "low_face_score"  # also -inf and NaN
+    if drop_second_face and second is not None and not math.isnan(float(second[i])):
+        return "second_face"
+    if not _mat_text(columns["full_path"][i]):
+        return "no_path"
+    return None
+
+
+def imdb_wiki_record(columns: dict[str, np.ndarray | None], i: int, root: Path, source: str) -> FaceRecord:
+    g = float(columns["gender"][i])
+    names = columns["name"]
+    identity = _mat_text(names[i]) if names is not None else ""
+    return FaceRecord(
+        path=root / _mat_text(columns["full_path"][i]),
+        gender=None if math.isnan(g) else ("male" if g == 1.0 else "female" if g == 0.0 else None),
+        age=age_at_photo(float(columns["dob"][i]), float(columns["photo_taken"][i])),
+        race=None,
+        source=source,
+        identity=identity or None,
+    )
+
+
+def read_imdb_wiki(
+    path: str | Path,
+    min_face_score: float | None = 1.0,
+    drop_second_face: bool = True,
+    image_root: str | Path | None = None,
+) -> Dataset:
+    """wiki.mat or imdb.mat (or a folder holding one); images relative to its folder.
+
+    `min_face_score`: drop entries whose detector score is below it (the authors' score;
+    -inf means no face was found); None keeps all. `drop_second_face`: drop images where
+    the authors' detector saw a second face (second_face_score not NaN), since the label
+    may belong to either.
+    """
+    path, key, struct = imdb_wiki_struct(Path(path))
+    columns = imdb_wiki_columns(path, key, struct)
     root = Path(image_root) if image_root is not None else path.parent
-    source = key
     records, skipped = [], Counter()
-    for i in range(n):
-        if min_face_score is not None and face_score is not None:
-            score = float(face_score[i])
-            if not score >= min_face_score:  # also drops -inf and NaN
-                skipped["low_face_score"] += 1
-                continue
-        if drop_second_face and second is not None and not math.isnan(float(second[i])):
-            skipped["second_face"] += 1
-            continue
-        rel = _mat_text(full_path[i])
-        if not rel:
-            skipped["no_path"] += 1
-            continue
-        g = float(gender[i])
-        identity = _mat_text(names[i]) if names is not None else ""
-        records.append(
-            FaceRecord(
-                path=root / rel,
-                gender=None if math.isnan(g) else ("male" if g == 1.0 else "female" if g == 0.0 else None),
-                age=age_at_photo(float(dob[i]), float(taken[i])),
-                race=None,
-                source=source,
-                identity=identity or None,
-            )
-        )
+    for i in range(len(columns["full_path"])):
+        reason = imdb_wiki_skip_reason(columns, i, min_face_score, drop_second_face)
+        if reason:
+            skipped[reason] += 1
+        else:
+            records.append(imdb_wiki_record(columns, i, root, key))
     return Dataset("imdb-wiki", root, records, skipped)
 
 

@@ -24,22 +24,21 @@ Exit codes: 0 done, 2 bad input (one line on stderr), 1 unexpected error, 130 in
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+from realtime.cli import OneLineParser, positive_int, probability, run_command, silence_native_logs
+
+silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
 
 import numpy as np
 
-from realtime.errors import OutputError, UserError
+from realtime.errors import OutputError
 from training.datasets import DatasetError, FaceRecord, read_shared, split_records
 from training.metrics import age_decades, age_metrics, baselines, decade_label, gender_metrics, gender_roc
 
@@ -254,20 +253,20 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def save_figure(fig: Any, out: Path, name: str) -> str:
     import matplotlib.pyplot as plt
 
-    lab = scored.labels()
-    sources = sorted(result["by_source"])
-    colours = {s: c for s, c in zip(sources, plt.rcParams["axes.prop_cycle"].by_key()["color"])}
-    written = []
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
 
-    # ROC
+
+def plot_roc(lab: dict[str, np.ndarray], scored: Scored, result: dict[str, Any], colours: dict[str, str], out: Path) -> str:
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 5))
-    for name, mask in [("all", np.ones(len(lab["male"]), bool))] + [(s, lab["source"] == s) for s in sources]:
+    for name, mask in [("all", np.ones(len(lab["male"]), bool))] + [(s, lab["source"] == s) for s in colours]:
         m = mask & lab["gender_known"]
         curve = gender_roc(lab["male"][m], scored.p_male[m])
         if curve is None:
@@ -277,12 +276,12 @@ def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
     ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male called male)", title="Gender ROC", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "roc.png", dpi=110)
-    plt.close(fig)
-    written.append("roc.png")
+    return save_figure(fig, out, "roc.png")
 
-    # confusion matrices
+
+def plot_confusion(result: dict[str, Any], sources: list[str], out: Path) -> str:
+    import matplotlib.pyplot as plt
+
     panels = [("all", result["overall"])] + [(s, result["by_source"][s]) for s in sources]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False)
     for ax, (name, sec) in zip(axes[0], panels):
@@ -293,27 +292,28 @@ def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
             for j in range(2):
                 ax.text(j, i, f"{int(cm[i, j])}\n{100 * rows[i, j]:.1f}%", ha="center", va="center", color="white" if rows[i, j] > 0.5 else "black", fontsize=9)
         ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["female", "male"], yticklabels=["female", "male"], xlabel="predicted", ylabel="true", title=f"{name} (acc {pct(sec['gender_accuracy'])})")
-    fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=110)
-    plt.close(fig)
-    written.append("confusion.png")
+    return save_figure(fig, out, "confusion.png")
 
-    # predicted vs true age
+
+def plot_age_scatter(lab: dict[str, np.ndarray], scored: Scored, result: dict[str, Any], colours: dict[str, str], out: Path) -> str:
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     known = np.isfinite(lab["age"])
-    for s in sources:
+    for s in colours:
         m = known & (lab["source"] == s)
         ax.scatter(lab["age"][m], scored.age[m], s=5, alpha=0.35, color=colours[s], label=f"{s} (MAE {fmt(result['by_source'][s]['age_mae'], 1)})", edgecolors="none")
     top = max(100.0, float(np.nanmax(scored.age)) if len(scored.age) else 100.0)
     ax.plot([0, top], [0, top], color="black", lw=1, ls="--")
     ax.set(xlabel="labelled age", ylabel="predicted age", title="Predicted vs labelled age", xlim=(0, 101), ylim=(0, top + 1))
     ax.legend(loc="upper left", fontsize=8, markerscale=3)
-    fig.tight_layout()
-    fig.savefig(out / "age_scatter.png", dpi=110)
-    plt.close(fig)
-    written.append("age_scatter.png")
+    return save_figure(fig, out, "age_scatter.png")
 
-    # MAE per decade
+
+def plot_mae_by_decade(result: dict[str, Any], colours: dict[str, str], out: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    sources = list(colours)
     decades = [decade_label(d) for d in range(11)]
     present = [d for d in decades if any(d in result["by_source"][s]["age"]["by_decade"] for s in sources)]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -330,25 +330,41 @@ def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
     ax.axhline(result["overall"]["age_mae"] or 0, color="black", lw=1, ls="--", label=f"overall MAE {fmt(result['overall']['age_mae'], 1)}")
     ax.set(xticks=x, xticklabels=present, xlabel="labelled age", ylabel="MAE (years)", title="Age MAE per decade (bar labels: faces)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "mae_by_decade.png", dpi=110)
-    plt.close(fig)
-    written.append("mae_by_decade.png")
+    return save_figure(fig, out, "mae_by_decade.png")
 
-    # per race
+
+def plot_by_race(result: dict[str, Any], out: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    races = list(result["by_race"])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
+    a1.bar(races, [result["by_race"][r]["gender_accuracy"] or 0 for r in races], color="tab:blue")
+    a1.set(ylim=(0.5, 1.0), ylabel="gender accuracy", title="Gender accuracy per race")
+    a2.bar(races, [result["by_race"][r]["age_mae"] or 0 for r in races], color="tab:orange")
+    a2.set(ylabel="age MAE (years)", title="Age MAE per race")
+    for a in (a1, a2):
+        a.tick_params(axis="x", labelsize=8)
+    return save_figure(fig, out, "by_race.png")
+
+
+def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
+    """The report's PNG plots in `out`; their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lab = scored.labels()
+    sources = sorted(result["by_source"])
+    colours = {s: c for s, c in zip(sources, plt.rcParams["axes.prop_cycle"].by_key()["color"])}
+    written = [
+        plot_roc(lab, scored, result, colours, out),
+        plot_confusion(result, sources, out),
+        plot_age_scatter(lab, scored, result, colours, out),
+        plot_mae_by_decade(result, colours, out),
+    ]
     if result["by_race"]:
-        races = list(result["by_race"])
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
-        a1.bar(races, [result["by_race"][r]["gender_accuracy"] or 0 for r in races], color="tab:blue")
-        a1.set(ylim=(0.5, 1.0), ylabel="gender accuracy", title="Gender accuracy per race")
-        a2.bar(races, [result["by_race"][r]["age_mae"] or 0 for r in races], color="tab:orange")
-        a2.set(ylabel="age MAE (years)", title="Age MAE per race")
-        for a in (a1, a2):
-            a.tick_params(axis="x", labelsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "by_race.png", dpi=110)
-        plt.close(fig)
-        written.append("by_race.png")
+        written.append(plot_by_race(result, out))
     return written
 
 
@@ -367,9 +383,10 @@ HEADLINE_HEADER = (
 )
 
 
-def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
+def intro_lines(result: dict[str, Any]) -> list[str]:
+    """What was scored, on what, and how to read the references."""
     model, split = result["model"], result["split"]
-    lines = [
+    return [
         f"# Evaluation: {model['name']} {model['version']}",
         "",
         f"- model: `{model['file']}` (input {model['input_size']} px, crop margin {model['crop_margin']})",
@@ -385,12 +402,12 @@ def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
         "predictions against randomly permuted labels (a model that learned nothing); *median MAE* predicts "
         "the median labelled age of that group for everyone (chosen in hindsight, so generous). "
         "Age metrics leave out unknown ages (labels below 1 or above 100 count as unknown); bias is predicted minus labelled.",
-        "",
-        "## Headline",
-        "",
-        HEADLINE_HEADER,
-        headline_row("**all**", result["overall"]),
     ]
+
+
+def group_lines(result: dict[str, Any]) -> list[str]:
+    """The headline table, then by race, by labelled gender and by whether a face was found."""
+    lines = ["", "## Headline", "", HEADLINE_HEADER, headline_row("**all**", result["overall"])]
     lines += [headline_row(s, v) for s, v in result["by_source"].items()]
     if result["by_race"]:
         lines += [
@@ -417,35 +434,51 @@ def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
         for g, v in result["by_gender"].items()
     ]
     lines += ["", "## Face found vs whole image", "", HEADLINE_HEADER]
-    lines += [headline_row(k.replace("_", " "), v) for k, v in result["by_face_found"].items() if v["n"]]
+    return lines + [headline_row(k.replace("_", " "), v) for k, v in result["by_face_found"].items() if v["n"]]
 
-    lines += ["", "## Gender: precision and recall", "", "| | class | precision | recall | F1 | faces |", "|---|---|---:|---:|---:|---:|"]
-    for name, sec in [("all", result["overall"])] + list(result["by_source"].items()):
+
+def gender_class_lines(result: dict[str, Any]) -> list[str]:
+    """Precision and recall per class, and the confusion matrices, overall and per source."""
+    sections = [("all", result["overall"])] + list(result["by_source"].items())
+    lines = ["", "## Gender: precision and recall", "", "| | class | precision | recall | F1 | faces |", "|---|---|---:|---:|---:|---:|"]
+    for name, sec in sections:
         for cls, m in sec["gender"]["per_class"].items():
             lines.append(f"| {name} | {cls} | {pct(m['precision'])} | {pct(m['recall'])} | {pct(m['f1'])} | {m['support']} |")
     lines += ["", "Confusion matrices (rows true, columns predicted; female, male):", ""]
-    for name, sec in [("all", result["overall"])] + list(result["by_source"].items()):
+    for name, sec in sections:
         (tn, fp), (fn, tp) = sec["gender"]["confusion_matrix"]["matrix"]
         lines.append(f"- {name}: female→female {tn}, female→male {fp}, male→female {fn}, male→male {tp}")
+    return lines
 
+
+def decade_lines(result: dict[str, Any], title: str, column: str, cell: Any) -> list[str]:
+    """A table by decade of labelled age, a column for all and for each source;
+    `cell(section, decade)` is the text of one cell, "–" where there are no faces."""
     sources = list(result["by_source"])
-    decades = [decade_label(d) for d in range(11)]
-    lines += ["", "## Age MAE per decade", "", "| decade | " + " | ".join(f"{s} MAE (faces)" for s in ["all"] + sources) + " |", "|---|" + "---:|" * (len(sources) + 1)]
-    for d in decades:
-        cells = []
-        for sec in [result["overall"]] + [result["by_source"][s] for s in sources]:
-            m = sec["age"]["by_decade"].get(d)
-            cells.append(f"{fmt(m['mae'], 1)} ({m['n']})" if m and m["n"] else "–")
+    sections = [result["overall"]] + [result["by_source"][s] for s in sources]
+    lines = ["", f"## {title}", "", "| decade | " + " | ".join(f"{s} {column} (faces)" for s in ["all"] + sources) + " |", "|---|" + "---:|" * (len(sources) + 1)]
+    for d in (decade_label(d) for d in range(11)):
+        cells = [cell(sec, d) for sec in sections]
         if any(c != "–" for c in cells):
             lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    lines += ["", "## Gender accuracy per decade of labelled age", "", "| decade | " + " | ".join(f"{s} accuracy (faces)" for s in ["all"] + sources) + " |", "|---|" + "---:|" * (len(sources) + 1)]
-    for d in decades:
-        cells = []
-        for sec in [result["overall"]] + [result["by_source"][s] for s in sources]:
-            m = sec.get("gender_by_decade", {}).get(d)
-            cells.append(f"{pct(m['accuracy'])} ({m['n']})" if m and m["n"] else "–")
-        if any(c != "–" for c in cells):
-            lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def mae_cell(sec: dict[str, Any], decade: str) -> str:
+    m = sec["age"]["by_decade"].get(decade)
+    return f"{fmt(m['mae'], 1)} ({m['n']})" if m and m["n"] else "–"
+
+
+def accuracy_cell(sec: dict[str, Any], decade: str) -> str:
+    m = sec.get("gender_by_decade", {}).get(decade)
+    return f"{pct(m['accuracy'])} ({m['n']})" if m and m["n"] else "–"
+
+
+def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
+    """report.md in `out`: every table of the result, then the plots."""
+    lines = intro_lines(result) + group_lines(result) + gender_class_lines(result)
+    lines += decade_lines(result, "Age MAE per decade", "MAE", mae_cell)
+    lines += decade_lines(result, "Gender accuracy per decade of labelled age", "accuracy", accuracy_cell)
     if result["n_unreadable"]:
         lines += ["", "## Unreadable images", ""] + [f"- `{p}`" for p in result["unreadable"][:20]]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
@@ -455,32 +488,7 @@ def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
 # --- command line ------------------------------------------------------------------------
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     from realtime.paths import DEFAULT_MODEL
 
     p = OneLineParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
@@ -492,12 +500,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample and the shuffled controls")
     p.add_argument("--split", choices=("all", "val"), default="all", help="'val': only the held-out validation split")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split")
-    p.add_argument("--val-fraction", type=fraction, default=None, help="validation fraction (default: the heads trainer's)")
+    p.add_argument("--val-fraction", type=probability, default=None, help="validation fraction (default: the heads trainer's)")
     p.add_argument("--predictions", type=Path, default=None, help="also write one CSV row per scored face")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH)
     p.add_argument("--device", default="cpu", help="onnxruntime device: auto, cpu, cuda, tensorrt (default cpu)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    data: Path  # folder with labels.csv and the images
+    model: Path  # ONNX model with metadata
+    json: Path | None = None  # all metrics
+    report: Path | None = None  # folder for report.md and the plots
+    predictions: Path | None = None  # one CSV row per scored face
+    limit: int | None = None  # score a sample of this many faces, stratified by source
+    seed: int = 0  # of the sample and the shuffled controls
+    split: Literal["all", "val"] = "all"
+    split_seed: int = 0
+    val_fraction: float | None = None  # None: the heads trainer's
+    batch_size: int = DEFAULT_BATCH
+    device: str = "cpu"
+    progress: bool = True
 
 
 def check_output_path(path: Path, is_dir: bool) -> None:
@@ -512,66 +537,89 @@ def check_output_path(path: Path, is_dir: bool) -> None:
         raise OutputError(f"{path} exists and is {'not ' if is_dir else ''}a folder")
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+def check_outputs(options: EvaluateOptions) -> None:
+    """Refuse an output that cannot be written before the scoring, not after it."""
+    for path, is_dir in ((options.json, False), (options.report, True), (options.predictions, False)):
+        if path is not None:
+            check_output_path(path, is_dir)
+
+
+def select_records(options: EvaluateOptions, records: list[FaceRecord]) -> tuple[list[FaceRecord], SplitChoice]:
+    """The records to score: the validation split if asked, then the --limit sample."""
+    if options.split == "val":
+        val_fraction = options.val_fraction or default_val_fraction()
+        records, function = validation_records(records, options.data, options.split_seed, val_fraction)
+        split = SplitChoice("val", options.split_seed, val_fraction, function)
+    else:
+        split = SplitChoice("all", options.split_seed, None, None)
+    if options.limit:
+        records = sample_by_source(records, options.limit, options.seed)
+    if not records:
+        raise DatasetError("no faces left to score after the split")
+    return records, split
+
+
+def score_with_model(options: EvaluateOptions, records: list[FaceRecord]) -> tuple[Scored, Any]:
+    """Crop as the live pipeline does and run the model; (scores, the model)."""
     from realtime.detection import DetectorOptions, FaceDetector
     from realtime.model import AgeGenderModel
 
-    started = time.perf_counter()
-    if args.json is not None:
-        check_output_path(args.json, is_dir=False)
-    if args.report is not None:
-        check_output_path(args.report, is_dir=True)
-    if args.predictions is not None:
-        check_output_path(args.predictions, is_dir=False)
-    dataset = read_shared(args.data)
-    if not dataset.records:
-        raise DatasetError(f"{args.data / 'labels.csv'} lists no images")
-    records = dataset.records
-    if args.split == "val":
-        val_fraction = args.val_fraction or default_val_fraction()
-        records, function = validation_records(records, args.data, args.split_seed, val_fraction)
-        split = SplitChoice("val", args.split_seed, val_fraction, function)
-    else:
-        split = SplitChoice("all", args.split_seed, None, None)
-    if args.limit:
-        records = sample_by_source(records, args.limit, args.seed)
-    if not records:
-        raise DatasetError("no faces left to score after the split")
-    model = AgeGenderModel.create(args.model, args.device)
+    model = AgeGenderModel.create(options.model, options.device)
     with FaceDetector.create_from_options(DetectorOptions()) as detector:
-        scored = score_records(records, model, detector, args.batch_size, progress=not args.no_progress)
+        scored = score_records(records, model, detector, options.batch_size, progress=options.progress)
     if not scored.records:
         raise DatasetError(f"none of the {len(records)} images could be read (first: {scored.unreadable[0]})")
+    return scored, model
+
+
+def run_header(options: EvaluateOptions, model: Any, n_labelled: int, split: SplitChoice, scored: Scored) -> dict[str, Any]:
+    """What was scored with what: the top of the result."""
     meta = model.metadata
-    result: dict[str, Any] = {
+    return {
         "model": {
-            "file": str(args.model),
+            "file": str(options.model),
             "name": meta.name,
             "version": meta.version,
             "input_size": meta.input_size,
             "crop_margin": meta.crop_margin,
             "providers": model.providers,
         },
-        "data": str(args.data),
-        "n_labelled": len(dataset.records),
+        "data": str(options.data),
+        "n_labelled": n_labelled,
         "split": split.as_dict(),
-        "limit": args.limit,
-        "seed": args.seed,
+        "limit": options.limit,
+        "seed": options.seed,
         "n_scored": len(scored.records),
         "n_unreadable": len(scored.unreadable),
         "unreadable": scored.unreadable[:100],
     }
-    result.update(summarise(scored, args.seed))
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    if args.report is not None:
-        plots = write_plots(scored, result, args.report)
-        write_markdown(result, plots, args.report)
-    if args.predictions is not None:
-        write_predictions(scored, args.predictions)
-    if args.json is not None:
-        tmp = args.json.with_name(args.json.name + ".tmp")
+
+
+def write_outputs(options: EvaluateOptions, scored: Scored, result: dict[str, Any]) -> None:
+    if options.report is not None:
+        plots = write_plots(scored, result, options.report)
+        write_markdown(result, plots, options.report)
+    if options.predictions is not None:
+        write_predictions(scored, options.predictions)
+    if options.json is not None:
+        tmp = options.json.with_name(options.json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=1) + "\n")
-        tmp.replace(args.json)
+        tmp.replace(options.json)
+
+
+def evaluate(options: EvaluateOptions) -> dict[str, Any]:
+    """Score the model on the labelled faces; every metric, also written where asked."""
+    started = time.perf_counter()
+    check_outputs(options)
+    dataset = read_shared(options.data)
+    if not dataset.records:
+        raise DatasetError(f"{options.data / 'labels.csv'} lists no images")
+    records, split = select_records(options, dataset.records)
+    scored, model = score_with_model(options, records)
+    result = run_header(options, model, len(dataset.records), split, scored)
+    result.update(summarise(scored, options.seed))
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_outputs(options, scored, result)
     return result
 
 
@@ -603,21 +651,17 @@ def print_summary(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = evaluate(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the last line of defence: one line, not a traceback
-        if os.environ.get("AGEGENDER_DEBUG"):
-            raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set AGEGENDER_DEBUG=1 for details)", file=sys.stderr)
-        return 1
-    print_summary(result)
-    return 0
+    options = EvaluateOptions(
+        data=args.data, model=args.model, json=args.json, report=args.report, predictions=args.predictions,
+        limit=args.limit, seed=args.seed, split=args.split, split_seed=args.split_seed, val_fraction=args.val_fraction,
+        batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+    )
+
+    def work() -> int:
+        print_summary(evaluate(options))
+        return 0
+
+    return run_command(work)
 
 
 if __name__ == "__main__":

@@ -46,10 +46,11 @@ from typing import Any
 
 import numpy as np
 
+from realtime.paths import BACKBONE_MODEL
 from training.keras_backbones import N_AGE_CLASSES, SPECS, KerasSpec
 
 ARCHES = ("faceres", "simple_cnn")
-DEFAULT_FACERES = Path(__file__).resolve().parent.parent / "models" / "faceres.onnx"
+DEFAULT_FACERES = BACKBONE_MODEL
 DEFAULT_CACHE = Path("cache/finetune")
 AGE_LOSS_SCALE = 0.1  # an age error of 10 years weighs as much as a BCE of 1 (chance is ~0.69)
 OUTPUTS = ("p_male", "age_probs", "embedding")
@@ -305,15 +306,10 @@ def metadata(cfg: FinetuneConfig, spec: KerasSpec, input_name: str, metrics: dic
         name=f"finetune-{cfg.arch}" + ("-agebygender" if cfg.separate_age_by_gender else ""),
         version=time.strftime("%Y%m%d-%H%M"),
         input_name=input_name,
-        input_size=spec.input_size,
-        layout="NHWC",
-        channel_order=spec.channel_order,
-        mean=spec.mean,
-        scale=spec.scale,
+        **spec.input_fields(),
         gender_output="p_male",
         age_output="age_probs",
         age_kind="softmax",
-        crop_margin=spec.crop_margin,
         embedding_output="embedding",
         license=("faceres backbone: MIT (models/LICENSE.faceres); " if cfg.arch == "faceres" else "")
         + "fine-tuned on UTKFace (non-commercial research use only) and IMDB-WIKI wiki_crop portraits: research use",
@@ -353,29 +349,58 @@ def select_rows(labels, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
     return order[~val[order]], order[val[order]]
 
 
-def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT_CACHE, faceres: Path = DEFAULT_FACERES, command: str = "") -> dict[str, Any]:
-    import onnx
-    import tensorflow as tf
-
-    from export.keras import keras_to_onnx
-    from export.metadata import write_metadata
-    from training.labels import load_labels
-
+def check_run(labels_path: Path, cfg: FinetuneConfig, faceres: Path) -> KerasSpec:
+    """The architecture's spec, once the options and input files are known to be usable."""
     if not labels_path.is_file():
         raise SystemExit(f"labels file not found: {labels_path}")
     if cfg.epochs < 0 or cfg.batch_size < 1:
         raise SystemExit("--epochs must be >= 0 and --batch >= 1")
-    t0 = time.perf_counter()
     spec = SPECS[cfg.arch] if cfg.arch in ARCHES else None
     if spec is None:
         raise SystemExit(f"unknown --arch {cfg.arch!r}: choose one of {', '.join(ARCHES)}")
     if cfg.arch == "faceres" and not Path(faceres).is_file():
         raise SystemExit(f"faceres ONNX model not found: {faceres} (pass --faceres)")
-    print(f"[device] TensorFlow sees {[d.name for d in tf.config.list_physical_devices('GPU')] or 'no GPU: training on the CPU'}", flush=True)
+    return spec
+
+
+def read_labels(labels_path: Path):
+    from training.labels import load_labels
+
     try:
-        labels = load_labels(labels_path)
+        return load_labels(labels_path)
     except ValueError as exc:  # a malformed labels.csv: say which, without a traceback
         raise SystemExit(f"{labels_path}: {exc}") from None
+
+
+def record_metrics(metrics: dict[str, Any], key: str, value: dict, what: str) -> None:
+    metrics[key] = value
+    print(f"[metrics] {what}: {json.dumps(value)}", flush=True)
+
+
+def checked_onnx(model, spec: KerasSpec, meta, cfg: FinetuneConfig, metrics: dict[str, Any]):
+    """The trained model as ONNX, refused when it does not match TensorFlow on real faces."""
+    from export.keras import keras_to_onnx
+
+    proto = keras_to_onnx(model, meta.input_name, spec.input_size, export_outputs)
+    if cfg.parity_faces:
+        metrics["parity_tf_vs_onnx"] = p = parity(model, proto, meta, cfg.parity_faces)
+        print(f"[parity] TF vs ONNX on real faces: {p}", flush=True)
+        if p["max_abs_p_male"] > 1e-3 or p["max_abs_age"] > 0.05:
+            raise SystemExit(f"parity check failed: {p}")
+    return proto
+
+
+def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT_CACHE, faceres: Path = DEFAULT_FACERES, command: str = "") -> dict[str, Any]:
+    """Fine-tune, measure, check and write out/model.onnx, keras.weights.h5 and report.json."""
+    import onnx
+    import tensorflow as tf
+
+    from export.metadata import write_metadata
+
+    spec = check_run(labels_path, cfg, faceres)
+    t0 = time.perf_counter()
+    print(f"[device] TensorFlow sees {[d.name for d in tf.config.list_physical_devices('GPU')] or 'no GPU: training on the CPU'}", flush=True)
+    labels = read_labels(labels_path)
     train_rows, val_rows = select_rows(labels, cfg)
     if len(train_rows) == 0:
         raise SystemExit("no training rows selected (check --limit and --split)")
@@ -386,29 +411,17 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
     metrics: dict[str, Any] = {}
     if val_crops is not None and cfg.arch == "faceres":
         # the pretrained starting point on the same rows: what the fine-tune has to beat
-        metrics["validation_before_training"] = evaluate(model, val_crops, labels, spec)
-        print(f"[metrics] validation before training: {json.dumps(metrics['validation_before_training'])}", flush=True)
+        record_metrics(metrics, "validation_before_training", evaluate(model, val_crops, labels, spec), "validation before training")
     rows = labels.subset(train_rows)
-    dataset = make_dataset(train_crops.crops, rows.male, rows.age, spec, cfg.batch_size, True, cfg.seed)
-    history = train(model, dataset, cfg)
-
+    history = train(model, make_dataset(train_crops.crops, rows.male, rows.age, spec, cfg.batch_size, True, cfg.seed), cfg)
     if val_crops is not None:
-        metrics["validation"] = evaluate(model, val_crops, labels, spec)
+        record_metrics(metrics, "validation", evaluate(model, val_crops, labels, spec), "validation")
         metrics["validation_split"] = {"seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
-        print(f"[metrics] validation: {json.dumps(metrics['validation'])}", flush=True)
     else:
-        metrics["train"] = evaluate(model, train_crops, labels, spec)
-        print(f"[metrics] training rows (no --split): {json.dumps(metrics['train'])}", flush=True)
+        record_metrics(metrics, "train", evaluate(model, train_crops, labels, spec), "training rows (no --split)")
 
-    input_name = model.inputs[0].name
-    proto = keras_to_onnx(model, input_name, spec.input_size, export_outputs)
-    meta = metadata(cfg, spec, input_name, metrics, command or "training.finetune", labels_path, len(train_rows))
-    if cfg.parity_faces:
-        metrics["parity_tf_vs_onnx"] = parity(model, proto, meta, cfg.parity_faces)
-        print(f"[parity] TF vs ONNX on real faces: {metrics['parity_tf_vs_onnx']}", flush=True)
-        p = metrics["parity_tf_vs_onnx"]
-        if p["max_abs_p_male"] > 1e-3 or p["max_abs_age"] > 0.05:
-            raise SystemExit(f"parity check failed: {p}")
+    meta = metadata(cfg, spec, model.inputs[0].name, metrics, command or "training.finetune", labels_path, len(train_rows))
+    proto = checked_onnx(model, spec, meta, cfg, metrics)
     write_metadata(proto, meta)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out / "model.onnx"))

@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,6 +52,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from realtime.metadata import AGE_RANGE
+from realtime.paths import git_commit
 from training.bottlenecks import load_features
 from training.labels import DEFAULT_LABELS, Labels, load_labels
 from training.metrics import age_decades, age_metrics, decade_label, gender_metrics
@@ -148,19 +148,22 @@ class Task:
     name: str  # "gender" | "age"
     X: np.ndarray
     y: np.ndarray
-    init: np.ndarray | None  # LightGBM init_score (residual mode)
+    init_score: np.ndarray | None  # LightGBM init_score (residual mode): the pretrained prediction
     weight: np.ndarray | None
     source: np.ndarray
     folds: np.ndarray  # fold of each row for --folds; fold 0 is the search's hold-out
     max_bin: int = 63
     labels: Labels | None = None  # the rows' labels, to re-fold for another k
-    seed_: int = 0  # seed of those folds
+    fold_seed: int = 0  # seed of those folds
     _full: Any = None
 
     def fold_ids(self, k: int) -> np.ndarray:
         if k == int(self.folds.max()) + 1 or self.labels is None:
             return self.folds
-        return fold_ids(self.labels, k, self.seed_)
+        return fold_ids(self.labels, k, self.fold_seed)
+
+    def init_score_of(self, rows: np.ndarray) -> np.ndarray | None:
+        return None if self.init_score is None else self.init_score[rows]
 
     def full(self):
         """All rows binned once; folds and trials use subsets of it (shared bin edges)."""
@@ -168,7 +171,7 @@ class Task:
 
         if self._full is None:
             self._full = lgb.Dataset(
-                self.X, self.y, weight=self.weight, init_score=self.init, free_raw_data=False,
+                self.X, self.y, weight=self.weight, init_score=self.init_score, free_raw_data=False,
                 params={"max_bin": self.max_bin, "feature_pre_filter": False, "verbosity": -1},
             ).construct()
         return self._full
@@ -272,7 +275,7 @@ def search(task: Task, cfg: FitConfig, seconds: float, log) -> tuple[dict[str, A
         callback = PruneCallback(trial, every=50, deadline=deadline if trial.number > 0 else None)
         t0 = time.perf_counter()
         booster = train_one(task, params, train, valid, MAX_ROUNDS, [callback])
-        pred = predict_task(task.name, booster, task.X[valid], None if task.init is None else task.init[valid], booster.best_iteration)
+        pred = predict_task(task.name, booster, task.X[valid], task.init_score_of(valid), booster.best_iteration)
         trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
         trial.set_user_attr("seconds_per_round", (time.perf_counter() - t0) / max(booster.current_iteration(), 1))
         value = task_score(task, valid, pred)
@@ -285,14 +288,23 @@ def search(task: Task, cfg: FitConfig, seconds: float, log) -> tuple[dict[str, A
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
     )
     # a sensible first guess, so even a tiny budget ends with a reasonable model
-    study.enqueue_trial(
-        {"learning_rate": 0.08, "num_leaves": 15, "min_data_in_leaf": 40, "feature_fraction": 0.15, "bagging_fraction": 0.8,
-         "lambda_l2": 1.0, "min_gain_to_split": 1e-3, **({"objective": "huber", "loss_scale": 5.0} if task.name == "age" else {})}
-    )
+    study.enqueue_trial({**FIRST_GUESS, **(FIRST_AGE_LOSS if task.name == "age" else {})})
     study.optimize(objective, n_trials=cfg.trials, timeout=max(seconds, 1e-3), catch=())
+    return {**base, **clean_params(study.best_trial.params)}, search_summary(study, task, seconds, time.perf_counter() - started)
+
+
+FIRST_GUESS = {"learning_rate": 0.08, "num_leaves": 15, "min_data_in_leaf": 40, "feature_fraction": 0.15, "bagging_fraction": 0.8,
+               "lambda_l2": 1.0, "min_gain_to_split": 1e-3}
+FIRST_AGE_LOSS = {"objective": "huber", "loss_scale": 5.0}
+
+
+def search_summary(study, task: Task, budget: float, seconds: float) -> dict[str, Any]:
+    """What heads.json records of a search: counts, the best trial and every trial's parameters."""
+    import optuna
+
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial
-    summary = {
+    return {
         "trials": len(study.trials),
         "completed": len(completed),
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
@@ -300,8 +312,8 @@ def search(task: Task, cfg: FitConfig, seconds: float, log) -> tuple[dict[str, A
         "best_trial": best.number,
         "best_iteration": best.user_attrs["best_iteration"],
         "seconds_per_round": best.user_attrs["seconds_per_round"],
-        "seconds": round(time.perf_counter() - started, 1),
-        "budget_seconds": round(seconds, 1),
+        "seconds": round(seconds, 1),
+        "budget_seconds": round(budget, 1),
         "objective": "log loss" if task.name == "gender" else "MAE averaged over sources",
         "history": [
             {"trial": t.number, "value": None if t.value is None else round(t.value, 5), "state": t.state.name,
@@ -309,7 +321,6 @@ def search(task: Task, cfg: FitConfig, seconds: float, log) -> tuple[dict[str, A
             for t in study.trials
         ],
     }
-    return {**base, **clean_params(best.params)}, summary
 
 
 class PruneCallback:
@@ -373,7 +384,7 @@ def cross_validate(task: Task, params: dict[str, Any], k: int, log) -> tuple[dic
         train = np.flatnonzero(folds != fold)
         booster = train_one(task, params, train, valid, MAX_ROUNDS)
         iterations.append(int(booster.best_iteration or booster.current_iteration()))
-        oof[valid] = predict_task(task.name, booster, task.X[valid], None if task.init is None else task.init[valid], booster.best_iteration)
+        oof[valid] = predict_task(task.name, booster, task.X[valid], task.init_score_of(valid), booster.best_iteration)
         log(f"  {task.name} CV fold {fold}: {task_score(task, valid, oof[valid]):.4f} ({iterations[-1]} rounds)")
     if np.isnan(oof).any():
         raise RuntimeError(f"{int(np.isnan(oof).sum())} rows got no out-of-fold prediction")
@@ -392,15 +403,6 @@ def cross_validate(task: Task, params: dict[str, Any], k: int, log) -> tuple[dic
 # ------------------------------------------------------------------------------ fit
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent.parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def make_tasks(ds: Dataset, cfg: FitConfig, rows: np.ndarray) -> tuple[Task, Task, str]:
     gl, am = column(ds, "gender_logit"), column(ds, "age_mean")
     mode = cfg.mode
@@ -414,7 +416,7 @@ def make_tasks(ds: Dataset, cfg: FitConfig, rows: np.ndarray) -> tuple[Task, Tas
     gender = Task(
         "gender", X, labels.male.astype(np.float64),
         X[:, gl].astype(np.float64) if mode == "residual" else None, None, labels.source, folds, cfg.max_bin,
-        labels=labels, seed_=cfg.seed,
+        labels=labels, fold_seed=cfg.seed,
     )
     known = ~np.isnan(labels.age)
     weight = None
@@ -426,25 +428,24 @@ def make_tasks(ds: Dataset, cfg: FitConfig, rows: np.ndarray) -> tuple[Task, Tas
     age = Task(
         "age", X[known], labels.age[known],
         X[known][:, am].astype(np.float64) if mode == "residual" else None, weight, labels.source[known], folds[known],
-        cfg.max_bin, labels=labels.subset(np.flatnonzero(known)), seed_=cfg.seed,
+        cfg.max_bin, labels=labels.subset(np.flatnonzero(known)), fold_seed=cfg.seed,
     )
     return gender, age, mode
 
 
-def fit(features: Path, labels_path: Path, out: Path, cfg: FitConfig, command: str = "", log=print) -> dict[str, Any]:
+def fit_rows(ds: Dataset, cfg: FitConfig, labels_path: Path) -> np.ndarray:
+    """The rows to fit: all, or with --split the train split only."""
+    if not cfg.split:
+        return np.arange(len(ds.files))
+    val = split_for_files(ds.files, load_labels(labels_path), cfg.split_seed, cfg.val_fraction)
+    return np.flatnonzero(~val)
+
+
+def fit_header(ds: Dataset, cfg: FitConfig, features: Path, rows: np.ndarray, mode: str, command: str) -> dict[str, Any]:
+    """heads.json's description of the fit, before the boosters are added."""
     import lightgbm as lgb
 
-    t0 = time.perf_counter()
-    ds = load_dataset(features, labels_path, cfg.features_key)
-    rows = np.arange(len(ds.files))
-    if cfg.split:
-        val = split_for_files(ds.files, load_labels(labels_path), cfg.split_seed, cfg.val_fraction)
-        rows = np.flatnonzero(~val)
-    gender, age, mode = make_tasks(ds, cfg, rows)
-    log(f"fitting on {len(rows)} faces ({'train split' if cfg.split else 'all rows'}), {ds.X.shape[1]} features, "
-        f"{len(age.y)} with known age, mode {mode}")
-
-    result: dict[str, Any] = {
+    return {
         "format": "agegender-lightgbm-heads/1",
         "mode": mode,
         "feature_dim": int(ds.X.shape[1]),
@@ -460,47 +461,81 @@ def fit(features: Path, labels_path: Path, out: Path, cfg: FitConfig, command: s
         "git_commit": git_commit(),
         "lightgbm_version": lgb.__version__,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    # the time budget, as fractions of --timeout: search then CV + refit, gender then age;
-    # a phase that ends early leaves its time to the next
-    schedule = {("gender", "search"): 0.2, ("gender", "cv"): 0.2, ("age", "search"): 0.3, ("age", "cv"): 0.3}
+
+
+# the time budget, as fractions of --timeout: search then CV + refit, gender then age
+PHASE_SHARES = {("gender", "search"): 0.2, ("gender", "cv"): 0.2, ("age", "search"): 0.3, ("age", "cv"): 0.3}
+
+
+def phase_deadlines(start: float, timeout: float) -> dict[tuple[str, str], float]:
+    """When each phase must end; a phase that ends early leaves its time to the next."""
     ends, total = {}, 0.0
-    for key, share in schedule.items():
+    for key, share in PHASE_SHARES.items():
         total += share
-        ends[key] = t0 + total * cfg.timeout
+        ends[key] = start + total * timeout
+    return ends
+
+
+def choose_params(task: Task, cfg: FitConfig, deadline: float, log) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Hyperparameters by search within the deadline, or reused from --params-from."""
+    if cfg.params_from:
+        log(f"{task.name}: hyperparameters from {cfg.params_from}, no search")
+        return reuse_params(Path(cfg.params_from), task, cfg)
+    budget = deadline - time.perf_counter()
+    log(f"{task.name}: searching ({budget:.0f} s budget, {cfg.trials} trials at most)")
+    return search(task, cfg, budget, log)
+
+
+def validate_params(task: Task, params: dict[str, Any], search_summary: dict[str, Any], cfg: FitConfig, deadline: float, log) -> tuple[dict[str, Any], int]:
+    """CV scores of the parameters with as many folds as fit before the deadline, and the
+    round count for the final booster."""
+    folds, rounds_hint = plan_cv(search_summary, cfg.folds, deadline - time.perf_counter())
+    if folds >= 2:
+        log(f"{task.name}: {folds}-fold CV with the best parameters")
+        cv, _, iterations = cross_validate(task, params, folds, log)
+        rounds = max(1, int(round(np.mean(iterations) * (1.0 + 1.0 / max(folds - 1, 1)) ** 0.5)))
+    else:
+        log(f"{task.name}: no time left for CV; the search's held-out fold scores the parameters")
+        cv = {"folds": 0, "note": "no time for CV within --timeout; see search.best_value"}
+        rounds = rounds_hint
+    if folds != cfg.folds:
+        cv["folds_requested"] = cfg.folds
+    return cv, rounds
+
+
+def fit_task(task: Task, cfg: FitConfig, ends: dict[tuple[str, str], float], model_file: Path, log) -> dict[str, Any]:
+    """Search, cross-validate and refit one booster; saved to `model_file`; its heads.json entry."""
+    started = time.perf_counter()
+    params, search_summary = choose_params(task, cfg, ends[(task.name, "search")], log)
+    cv, rounds = validate_params(task, params, search_summary, cfg, ends[(task.name, "cv")], log)
+    booster = train_one(task, params, np.arange(len(task.y)), None, rounds)
+    booster.save_model(str(model_file))
+    log(f"{task.name}: CV {json.dumps({k: v for k, v in cv.items() if k not in ('folds', 'best_iterations')})}, {rounds} rounds")
+    return {
+        "model_file": model_file.name,
+        "params": params,
+        "num_boost_round": rounds,
+        "search": search_summary,
+        "cv": cv,
+        "fit_rows": int(len(task.y)),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def fit(features: Path, labels_path: Path, out: Path, cfg: FitConfig, command: str = "", log=print) -> dict[str, Any]:
+    """Fit both heads on the feature rows labels_path labels; writes them and heads.json to `out`."""
+    started = time.perf_counter()
+    ds = load_dataset(features, labels_path, cfg.features_key)
+    rows = fit_rows(ds, cfg, labels_path)
+    gender, age, mode = make_tasks(ds, cfg, rows)
+    log(f"fitting on {len(rows)} faces ({'train split' if cfg.split else 'all rows'}), {ds.X.shape[1]} features, "
+        f"{len(age.y)} with known age, mode {mode}")
+    result = fit_header(ds, cfg, features, rows, mode, command)
+    out.mkdir(parents=True, exist_ok=True)
+    ends = phase_deadlines(started, cfg.timeout)
     for task, filename in ((gender, GENDER_MODEL), (age, AGE_MODEL)):
-        t_task = time.perf_counter()
-        budget = ends[(task.name, "search")] - time.perf_counter()
-        if cfg.params_from:
-            params, search_summary = reuse_params(Path(cfg.params_from), task, cfg)
-            log(f"{task.name}: hyperparameters from {cfg.params_from}, no search")
-        else:
-            log(f"{task.name}: searching ({budget:.0f} s budget, {cfg.trials} trials at most)")
-            params, search_summary = search(task, cfg, budget, log)
-        folds, rounds_hint = plan_cv(search_summary, cfg.folds, ends[(task.name, "cv")] - time.perf_counter())
-        if folds >= 2:
-            log(f"{task.name}: {folds}-fold CV with the best parameters")
-            cv, _, iterations = cross_validate(task, params, folds, log)
-            rounds = max(1, int(round(np.mean(iterations) * (1.0 + 1.0 / max(folds - 1, 1)) ** 0.5)))
-        else:
-            log(f"{task.name}: no time left for CV; the search's held-out fold scores the parameters")
-            cv = {"folds": 0, "note": "no time for CV within --timeout; see search.best_value"}
-            rounds = rounds_hint
-        if folds != cfg.folds:
-            cv["folds_requested"] = cfg.folds
-        booster = train_one(task, params, np.arange(len(task.y)), None, rounds)
-        booster.save_model(str(out / filename))
-        result[task.name] = {
-            "model_file": filename,
-            "params": params,
-            "num_boost_round": rounds,
-            "search": search_summary,
-            "cv": cv,
-            "fit_rows": int(len(task.y)),
-            "seconds": round(time.perf_counter() - t_task, 1),
-        }
-        log(f"{task.name}: CV {json.dumps({k: v for k, v in cv.items() if k not in ('folds', 'best_iterations')})}, {rounds} rounds")
-    result["seconds"] = round(time.perf_counter() - t0, 1)
+        result[task.name] = fit_task(task, cfg, ends, out / filename, log)
+    result["seconds"] = round(time.perf_counter() - started, 1)
     (out / HEADS_JSON).write_text(json.dumps(result, indent=2, default=float))
     return result
 
@@ -508,11 +543,83 @@ def fit(features: Path, labels_path: Path, out: Path, cfg: FitConfig, command: s
 # ---------------------------------------------------------------------------- heads
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How the feature rows the heads were fitted on were made (`training.bottlenecks`)."""
+
+    head_features: bool  # the pretrained heads' outputs follow the embedding
+    flip: bool  # each row is the mean of the crop's and its mirror's
+    description: str  # in words, for the model's provenance
+    backbone: str  # the backbone file the features came from
+    backbone_sha256: str  # "" when not recorded
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "FeatureSpec":
+        return cls(
+            head_features=bool(spec.get("head_features")),
+            flip=bool(spec.get("flip")),
+            description=str(spec.get("features", "embedding")),
+            backbone=str(spec.get("backbone", "")),
+            backbone_sha256=str(spec.get("backbone_sha256", "")),
+        )
+
+
+@dataclass(frozen=True)
+class SplitRecord:
+    """The train/validation split a fit used (`training.splits`)."""
+
+    used: bool
+    seed: int = DEFAULT_SEED
+    val_fraction: float = DEFAULT_VAL_FRACTION
+
+
+@dataclass(frozen=True)
+class HeadsRecord:
+    """What heads.json says about a fit, typed: what scoring and export read."""
+
+    mode: str  # "residual" | "direct"
+    feature_dim: int
+    feature_spec: FeatureSpec
+    features_file: str  # the npz the heads were fitted on, "" when not recorded
+    features_key: str
+    init_columns: dict[str, int]  # task -> feature column of its init score (residual mode)
+    split: SplitRecord
+    folds: int  # CV folds asked for
+    command: str
+    git_commit: str
+    lightgbm_version: str
+    fit_rows_by_source: dict[str, int]
+    cv: dict[str, dict[str, Any]]  # task -> CV scores (without the per-fold iterations)
+
+    @classmethod
+    def from_json(cls, info: dict[str, Any]) -> "HeadsRecord":
+        split = info.get("split", {})
+        return cls(
+            mode=info["mode"],
+            feature_dim=int(info["feature_dim"]),
+            feature_spec=FeatureSpec.from_dict(info.get("feature_spec", {})),
+            features_file=str(info.get("features_file", "")),
+            features_key=info.get("features_key", "features"),
+            init_columns={k: int(v) for k, v in (info.get("init_columns") or {}).items() if v is not None},
+            split=SplitRecord(True, split["seed"], split["val_fraction"]) if split.get("used") else SplitRecord(False),
+            folds=int(info.get("config", {}).get("folds", FitConfig.folds)),
+            command=str(info.get("command", "")),
+            git_commit=str(info.get("git_commit", "")),
+            lightgbm_version=str(info.get("lightgbm_version", "")),
+            fit_rows_by_source=dict(info.get("fit_rows_by_source", {})),
+            cv={t: {k: v for k, v in info.get(t, {}).get("cv", {}).items() if k != "best_iterations"} for t in ("gender", "age")},
+        )
+
+
 @dataclass
 class Heads:
-    info: dict[str, Any]
+    info: dict[str, Any]  # heads.json as written
     gender: Any  # lightgbm.Booster
     age: Any
+    record: HeadsRecord = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.record = HeadsRecord.from_json(self.info)
 
     @classmethod
     def load(cls, directory: str | Path) -> "Heads":
@@ -524,17 +631,18 @@ class Heads:
         age = lgb.Booster(model_file=str(directory / info["age"]["model_file"]))
         return cls(info, gender, age)
 
-    def init(self, task: str, X: np.ndarray) -> np.ndarray | None:
-        col = self.info.get("init_columns", {}).get(task)
+    def init_score(self, task: str, X: np.ndarray) -> np.ndarray | None:
+        """The pretrained prediction the booster of `task` corrects (residual mode), else None."""
+        col = self.record.init_columns.get(task)
         return None if col is None else X[:, col].astype(np.float64)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p_male, age in years) for feature rows laid out as at fit time."""
         X = np.asarray(X, np.float32)
-        if X.shape[1] != self.info["feature_dim"]:
-            raise ValueError(f"features have {X.shape[1]} columns, the heads expect {self.info['feature_dim']}")
-        p_male = predict_task("gender", self.gender, X, self.init("gender", X))
-        age = predict_task("age", self.age, X, self.init("age", X))
+        if X.shape[1] != self.record.feature_dim:
+            raise ValueError(f"features have {X.shape[1]} columns, the heads expect {self.record.feature_dim}")
+        p_male = predict_task("gender", self.gender, X, self.init_score("gender", X))
+        age = predict_task("age", self.age, X, self.init_score("age", X))
         return p_male, age
 
 
@@ -593,14 +701,13 @@ def print_group_table(table: dict[str, dict[str, dict[str, Any]]], title: str, s
 
 def score(heads_dir: Path, features: Path, labels_path: Path, subset: str = "auto", table: bool = False) -> dict[str, Any]:
     heads = Heads.load(heads_dir)
-    key = heads.info.get("features_key", "features")
-    ds = load_dataset(features, labels_path, key)
+    record = heads.record
+    ds = load_dataset(features, labels_path, record.features_key)
     if subset == "auto":
-        subset = "val" if heads.info.get("split", {}).get("used") else "all"
+        subset = "val" if record.split.used else "all"
     rows = np.arange(len(ds.files))
     if subset in ("val", "train"):
-        split = heads.info.get("split", {})
-        val = split_for_files(ds.files, load_labels(labels_path), split.get("seed", DEFAULT_SEED), split.get("val_fraction", DEFAULT_VAL_FRACTION))
+        val = split_for_files(ds.files, load_labels(labels_path), record.split.seed, record.split.val_fraction)
         rows = np.flatnonzero(val if subset == "val" else ~val)
     lab = ds.labels.subset(rows)
     p_male, age = heads.predict(ds.X[rows])

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+
+from realtime.model import preprocess_crops
 
 ARCHES = ("inception_v3", "vggface")
 VGGFACE_MEAN_BGR = (93.5940, 104.7624, 129.1863)
@@ -47,6 +49,18 @@ class KerasSpec:
     # 0.2 as faceres: both were trained on loose face crops (VGGFace2, ImageNet-like
     # portraits in the prototype); margin 0.2 of the box on each side keeps hair and chin
     crop_margin: float = 0.2
+    layout: Literal["NHWC"] = "NHWC"  # Keras' image layout
+
+    def input_fields(self) -> dict[str, Any]:
+        """The `realtime.metadata.ModelMetadata` fields that describe this network's input."""
+        return {
+            "input_size": self.input_size,
+            "layout": self.layout,
+            "channel_order": self.channel_order,
+            "mean": self.mean,
+            "scale": self.scale,
+            "crop_margin": self.crop_margin,
+        }
 
 
 SPECS: dict[str, KerasSpec] = {
@@ -72,10 +86,7 @@ def limit_threads(threads: int) -> None:
 
 def preprocess(crops_bgr: np.ndarray, spec: KerasSpec) -> np.ndarray:
     """BGR uint8 crops (N, S, S, 3) to the network's input, as realtime.model does it."""
-    batch = np.asarray(crops_bgr, dtype=np.float32)
-    if spec.channel_order == "RGB":
-        batch = batch[..., ::-1]
-    return np.ascontiguousarray((batch - np.asarray(spec.mean, np.float32)) * np.float32(spec.scale))
+    return preprocess_crops(crops_bgr, spec)
 
 
 def resolve_weights(weights: str | None) -> str | Path | None:

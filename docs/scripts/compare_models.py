@@ -5,7 +5,7 @@
 
 Every (model, batch) pair is measured `rounds` times, interleaved, so machine noise
 hits all alike; the best round of each is printed, with the ratio to the first model
-and batch 32's ratio to batch 1. Same measurement as `realtime.bench` (preprocessing,
+and batch 32's ratio to batch 1. Same measurement as `tooling.bench` (preprocessing,
 the run and postprocessing of `AgeGenderModel.predict`).
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realtime.bench import measure_batch
 from realtime.model import AgeGenderModel
+from tooling.bench import measure_batch
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 from realtime.analyzer import Analyzer, AnalyzerOptions
-from realtime.bench import run_pipeline
 from realtime.sources import open_source
+from tooling.bench import run_pipeline
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
     python run_camera.py --source 0 --kiosk --data-dir DIR [--dashboard]
     python -m realtime.kiosk report --data-dir DIR --from 2024-05-01 --to 2024-05-31 --format html
     python -m realtime.kiosk dashboard --data-dir DIR
-    python -m realtime.kiosk soak --minutes 60 --fps 15
 
 Privacy: the kiosk keeps anonymous statistics only. No image, face crop, embedding or
 other biometric template is stored or sent anywhere, and no one is identified or
@@ -14,7 +13,8 @@ per-minute counts.
 
 Modules: attention (head pose from the detector's keypoints), visits (the pure visit,
 glance and bracket logic and the trade's definitions), store (SQLite), session (kiosk
-mode of run_camera.py), dashboard (local web page and API), report, soak.
+mode of run_camera.py), dashboard (local web page and API), report. The memory soak
+is developer tooling: `python -m tooling.soak`.
 """
 
 from .attention import AttentionOptions, HeadPose, head_pose, is_attentive

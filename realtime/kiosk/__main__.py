@@ -1,12 +1,11 @@
-"""python -m realtime.kiosk {report,dashboard,soak}
+"""python -m realtime.kiosk {report,dashboard}
 
     report     --data-dir DIR [--from T1] [--to T2] [--format csv|json|html] [--out FILE]
     dashboard  --data-dir DIR [--host 127.0.0.1] [--port 8765] [--allow-host NAME] [--token T]
                                                                  (the page alone, on a store;
                                                                   token also from AGEGENDER_DASHBOARD_TOKEN)
-    soak       [--minutes 60] [--fps 15]                         (memory soak, prints the growth)
 
-Exit codes: 0 done, 2 bad input (one line on stderr), 1 unexpected error.
+Exit codes: 0 done, 2 bad input (one line on stderr), 1 unexpected error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,14 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from ..cli import OneLineParser, port_number, run_command, silence_native_logs
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+silence_native_logs()  # before OpenCV and MediaPipe load
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -76,10 +70,10 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .dashboard import TOKEN_ENV
-    from .session import DEFAULT_PORT, port_number
+    from .session import DEFAULT_PORT
 
-    p = _Parser(prog="python -m realtime.kiosk", description="Kiosk reports, dashboard and memory soak.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = OneLineParser(prog="python -m realtime.kiosk", description="Kiosk reports and dashboard.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     r = sub.add_parser("report", help="an audience report over a period")
     r.add_argument("--data-dir", type=Path, required=True, help="the kiosk's store folder")
     r.add_argument("--from", dest="start", help="start, ISO date or date-time, local time unless a zone is given (default: first data)")
@@ -92,29 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     d.add_argument("--token", help=f"require this access token on every request (better: set {TOKEN_ENV}, which other users cannot see in the process list)")
     d.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="a further host name the page may be opened under (repeatable; the bound address and, on loopback, localhost always work)")
-    sub.add_parser("soak", help="memory soak on a synthetic stream (options: soak --help)", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "soak":
-        from .soak import main as soak_main
-
-        return soak_main(argv[1:])
     args = build_parser().parse_args(argv)
-    from ..errors import UserError
-
-    try:
-        return _report(args) if args.command == "report" else _dashboard(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:
-        if os.environ.get("AGEGENDER_DEBUG"):
-            raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (set AGEGENDER_DEBUG=1 for details)", file=sys.stderr)
-        return 1
+    return run_command(lambda: _report(args) if args.command == "report" else _dashboard(args))
 
 
 if __name__ == "__main__":

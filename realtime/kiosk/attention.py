@@ -60,6 +60,9 @@ class AttentionOptions:
     # screen, so looking at the content is a few degrees off the camera axis
     max_yaw: float = 30.0
     max_pitch: float = 25.0
+    # a face whose keypoints give no head pose counts as looking when the scheduler's
+    # frontalness (1: facing the camera, 0: profile; 1 without keypoints) reaches this
+    fallback_frontal: float = 0.6
 
 
 Point = Sequence[float]
@@ -141,10 +144,10 @@ def is_attentive(pose: HeadPose, options: AttentionOptions = AttentionOptions())
     return abs(pose.yaw) <= options.max_yaw and abs(pose.pitch) <= options.max_pitch
 
 
-def face_attentive(keypoints: Sequence[Point] | None, fallback: bool, options: AttentionOptions = AttentionOptions()) -> bool:
-    """Attention from the keypoints' head pose; the analyzer's own flag when there are none."""
+def face_attentive(keypoints: Sequence[Point] | None, frontal: float, options: AttentionOptions = AttentionOptions()) -> bool:
+    """Attention from the keypoints' head pose; from the face's frontalness when they give none."""
     pose = head_pose(keypoints)
-    return fallback if pose is None else is_attentive(pose, options)
+    return frontal >= options.fallback_frontal if pose is None else is_attentive(pose, options)
 
 
 def project(yaw: float, pitch: float, roll: float = 0.0, scale: float = 1.0, centre: tuple[float, float] = (0.0, 0.0)) -> list[tuple[float, float]]:

@@ -40,8 +40,8 @@ from urllib.parse import urlencode
 
 from ..errors import UserError
 from . import report as reports
-from .store import StoreReader
-from .visits import ATTENTION_EDGES, DWELL_EDGES, GENDERS, bin_labels
+from .store import StoreReader, VisitRow, row_columns
+from .visits import ATTENTION_EDGES, DWELL_EDGES, bin_labels
 
 HERE = Path(__file__).resolve().parent
 REFRESH_S = 3.0
@@ -68,7 +68,7 @@ SECURITY_HEADERS = {
     # live figures: a kiosk browser must never show a cached page of yesterday
     "Cache-Control": "no-store",
 }
-VISIT_COLUMNS = ["run_id", "track_id", "start", "end", "dwell_s", "attention_s", "glances", "age", "age_std", "bracket", "gender", "gender_confidence"]
+VISIT_COLUMNS = row_columns(VisitRow)
 
 
 def local_midnight(now: float) -> float:
@@ -101,8 +101,8 @@ def dashboard_data(reader: StoreReader, range_name: str = "today", now: float | 
         "live": asdict(live),
         "today": today.as_dict(),
         "period": reader.totals(start, end).as_dict(),
-        "brackets": {b: {g: c.get(g, 0) for g in GENDERS} for b, c in reader.brackets(start, end).items()},
-        "timeline": reader.timeline(start, end, bucket),
+        "brackets": {b: asdict(c) for b, c in reader.brackets(start, end).items()},
+        "timeline": [asdict(b) for b in reader.timeline(start, end, bucket)],
         "dwell": {"labels": bin_labels(DWELL_EDGES), "visits": reader.histogram("dwell", start, end)},
         "attention": {"labels": bin_labels(ATTENTION_EDGES), "viewers": reader.histogram("attention", start, end)},
     }
@@ -121,7 +121,7 @@ def _visits_csv(reader: StoreReader, start: float, end: float) -> Iterator[str]:
     w.writerow(["start_iso", "end_iso", *VISIT_COLUMNS])
     yield take()
     for row in reader.iter_visits(start, end):
-        w.writerow([reports.iso(row["start"]), reports.iso(row["end"]), *(row[c] for c in VISIT_COLUMNS)])
+        w.writerow([reports.iso(row.start), reports.iso(row.end), *(getattr(row, c) for c in VISIT_COLUMNS)])
         yield take()
 
 
@@ -204,21 +204,21 @@ class Access:
 
 def create_app(data_dir: str | Path, access: Access | None = None) -> Any:
     try:
-        from flask import Flask, Response, g, jsonify, redirect, render_template, request
-        from werkzeug.exceptions import HTTPException
+        from flask import Flask
     except ImportError:
         raise UserError("the dashboard needs Flask: pip install 'flask>=3.0'") from None
 
-    data_dir = Path(data_dir)
-    access = Access() if access is None else access
     app = Flask("realtime.kiosk.dashboard", static_folder=str(HERE / "static"), template_folder=str(HERE / "templates"))
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    _guard(app, Access() if access is None else access)
+    _answer_errors(app)
+    _routes(app, Path(data_dir))
+    return app
 
-    def reader() -> StoreReader:
-        return StoreReader(data_dir)
 
-    def period() -> tuple[float, float]:
-        return reports.resolve_range(reader(), request.args.get("from") or None, request.args.get("to") or None)
+def _guard(app: Any, access: Access) -> None:
+    """Every request: the Host check and the token; every response: the security headers."""
+    from flask import g, jsonify, redirect, request
 
     @app.before_request
     def guard() -> Any:
@@ -245,6 +245,19 @@ def create_app(data_dir: str | Path, access: Access | None = None) -> Any:
         response.headers["WWW-Authenticate"] = 'Bearer realm="kiosk dashboard"'
         return response
 
+    @app.after_request
+    def harden(response: Any) -> Any:
+        response.headers.update(SECURITY_HEADERS)
+        if g.get("set_token_cookie"):
+            response.set_cookie(TOKEN_COOKIE, access.token or "", httponly=True, samesite="Strict", path="/")
+        return response
+
+
+def _answer_errors(app: Any) -> None:
+    """Errors as one line of JSON: the user's own (400) said, the server's (500) not."""
+    from flask import jsonify
+    from werkzeug.exceptions import HTTPException
+
     @app.errorhandler(UserError)
     def user_error(exc: UserError) -> Any:
         return jsonify(error=str(exc)), 400
@@ -263,6 +276,27 @@ def create_app(data_dir: str | Path, access: Access | None = None) -> Any:
         app.logger.error("dashboard request failed", exc_info=exc)
         return jsonify(error="internal error"), 500
 
+
+def _csv(body: Any, filename: str) -> Any:
+    from flask import Response
+
+    return Response(body, mimetype="text/csv", headers={"Content-Disposition": f"attachment; filename={filename}"})
+
+
+def _routes(app: Any, data_dir: Path) -> None:
+    """The page, the API and the exports, each read from the store at request time."""
+    from flask import jsonify, render_template, request
+
+    def reader() -> StoreReader:
+        return StoreReader(data_dir)
+
+    def period(r: StoreReader) -> tuple[float, float]:
+        return reports.resolve_range(r, request.args.get("from") or None, request.args.get("to") or None)
+
+    def report() -> reports.Report:
+        r = reader()
+        return reports.build_report(r, *period(r))
+
     @app.get("/")
     def page() -> Any:
         return render_template("dashboard.html", refresh_ms=int(REFRESH_S * 1000), ranges=list(RANGES))
@@ -277,31 +311,16 @@ def create_app(data_dir: str | Path, access: Access | None = None) -> Any:
 
     @app.get("/api/report")
     def api_report() -> Any:
-        r = reader()
-        start, end = period()
-        return jsonify(reports.to_dict(reports.build_report(r, start, end)))
+        return jsonify(reports.to_dict(report()))
 
     @app.get("/export/report.csv")
     def export_report() -> Any:
-        r = reader()
-        start, end = period()
-        text = reports.to_csv(reports.build_report(r, start, end))
-        return Response(text, mimetype="text/csv", headers={"Content-Disposition": "attachment; filename=kiosk-report.csv"})
+        return _csv(reports.to_csv(report()), "kiosk-report.csv")
 
     @app.get("/export/visits.csv")
     def export_visits() -> Any:
         r = reader()
-        start, end = period()
-        return Response(_visits_csv(r, start, end), mimetype="text/csv", headers={"Content-Disposition": "attachment; filename=kiosk-visits.csv"})
-
-    @app.after_request
-    def harden(response: Any) -> Any:
-        response.headers.update(SECURITY_HEADERS)
-        if g.get("set_token_cookie"):
-            response.set_cookie(TOKEN_COOKIE, access.token or "", httponly=True, samesite="Strict", path="/")
-        return response
-
-    return app
+        return _csv(_visits_csv(r, *period(r)), "kiosk-visits.csv")
 
 
 @dataclass

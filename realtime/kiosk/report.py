@@ -16,12 +16,12 @@ import html
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import UserError
-from .store import StoreReader
+from .store import DayRow, GapRow, GenderCounts, HourRow, RunRow, StoreReader
 from .visits import ATTENTION_EDGES, DWELL_EDGES, GENDERS, Totals, bin_labels
 
 DEFINITIONS = {
@@ -42,13 +42,13 @@ class Report:
     end: float
     generated_at: float
     totals: Totals
-    brackets: dict[str, dict[str, int]]
+    brackets: dict[str, GenderCounts]
     dwell: list[int]  # visits per DWELL_EDGES bin
     attention: list[int]  # viewers per ATTENTION_EDGES bin
-    hourly: list[dict[str, Any]]
-    daily: list[dict[str, Any]]
-    runs: list[dict[str, Any]]
-    gaps: list[dict[str, Any]]
+    hourly: list[HourRow]
+    daily: list[DayRow]
+    runs: list[RunRow]
+    gaps: list[GapRow]
 
 
 # The years a report or export may name. The store's times are seconds since the epoch,
@@ -129,8 +129,8 @@ def build_report(reader: StoreReader, start: float, end: float) -> Report:
 
 
 def to_dict(report: Report) -> dict[str, Any]:
-    brackets = {b: {**{g: n.get(g, 0) for g in GENDERS}, "total": sum(n.values())} for b, n in report.brackets.items()}
-    camera_gaps = [g for g in report.gaps if g["kind"] == "camera"]
+    brackets = {b: {**asdict(n), "total": n.total} for b, n in report.brackets.items()}
+    camera_gaps = [g for g in report.gaps if g.kind == "camera"]
     return {
         "from": iso(report.start),
         "to": iso(report.end),
@@ -139,13 +139,13 @@ def to_dict(report: Report) -> dict[str, Any]:
         "brackets": brackets,
         "dwell_distribution": [{"bin": label, "visits": n} for label, n in zip(bin_labels(DWELL_EDGES), report.dwell)],
         "attention_distribution": [{"bin": label, "viewers": n} for label, n in zip(bin_labels(ATTENTION_EDGES), report.attention)],
-        "hourly": report.hourly,
-        "daily": report.daily,
+        "hourly": [asdict(h) for h in report.hourly],
+        "daily": [asdict(d) for d in report.daily],
         "coverage": {
             "runs": len(report.runs),
-            "crashed_runs": sum(r["stop_reason"] == "crashed" for r in report.runs),
+            "crashed_runs": sum(r.stop_reason == "crashed" for r in report.runs),
             "camera_gaps": len(camera_gaps),
-            "camera_gap_s": round(sum(g["end"] - g["start"] for g in camera_gaps), 1),
+            "camera_gap_s": round(sum(g.end - g.start for g in camera_gaps), 1),
         },
         "definitions": DEFINITIONS,
     }
@@ -188,13 +188,7 @@ def to_csv(report: Report) -> str:
 _COLOURS = {"female": "#d9668f", "male": "#4a7fc1", "unknown": "#a0a0a0"}
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _plots(report: Report) -> dict[str, str]:
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -202,40 +196,58 @@ def _plots(report: Report) -> dict[str, str]:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("the html report needs matplotlib: pip install matplotlib") from None
-    plots = {}
-    labels = list(report.brackets) or ["(none)"]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    return plt
+
+
+def _png(plt: Any, size: tuple[float, float], draw: Callable[[Any], None]) -> str:
+    """One chart drawn by draw(axes), as base64 PNG."""
+    fig, ax = plt.subplots(figsize=size)
+    try:
+        draw(ax)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _draw_brackets(ax: Any, brackets: dict[str, GenderCounts]) -> None:
+    labels = list(brackets) or ["(none)"]
     bottom = [0] * len(labels)
     for g in GENDERS:
-        values = [report.brackets.get(b, {}).get(g, 0) for b in labels]
+        values = [getattr(brackets.get(b, GenderCounts()), g) for b in labels]
         ax.bar(labels, values, bottom=bottom, label=g, color=_COLOURS[g])
         bottom = [a + b for a, b in zip(bottom, values)]
     ax.set_title("Visits by age bracket and gender")
     ax.set_ylabel("visits")
     ax.legend()
-    plots["brackets"] = _png(fig)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    hours = [h["hour"] for h in report.hourly]
-    ax.bar(hours, [h["visits"] for h in report.hourly], color="#4a7fc1", label="visits")
-    ax.bar(hours, [h["viewers"] for h in report.hourly], color="#f0a030", width=0.5, label="viewers")
+
+def _draw_hourly(ax: Any, hourly: list[HourRow]) -> None:
+    hours = [h.hour for h in hourly]
+    ax.bar(hours, [h.visits for h in hourly], color="#4a7fc1", label="visits")
+    ax.bar(hours, [h.viewers for h in hourly], color="#f0a030", width=0.5, label="viewers")
     ax.set_xticks(range(0, 24, 2))
     ax.set_xlabel("hour of day")
     ax.set_title("Hourly profile")
     ax.legend()
-    plots["hourly"] = _png(fig)
-    plt.close(fig)
 
-    for key, counts, edges, what in (("dwell", report.dwell, DWELL_EDGES, "visits"), ("attention", report.attention, ATTENTION_EDGES, "viewers")):
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.bar(bin_labels(edges), counts, color="#5a9e6f")
-        ax.set_title(f"{key.capitalize()} time distribution")
-        ax.set_ylabel(what)
-        ax.tick_params(axis="x", labelrotation=30)
-        plots[key] = _png(fig)
-        plt.close(fig)
-    return plots
+
+def _draw_distribution(ax: Any, key: str, counts: list[int], edges: tuple[float, ...], what: str) -> None:
+    ax.bar(bin_labels(edges), counts, color="#5a9e6f")
+    ax.set_title(f"{key.capitalize()} time distribution")
+    ax.set_ylabel(what)
+    ax.tick_params(axis="x", labelrotation=30)
+
+
+def _plots(report: Report) -> dict[str, str]:
+    plt = _pyplot()
+    return {
+        "brackets": _png(plt, (7, 3.2), lambda ax: _draw_brackets(ax, report.brackets)),
+        "hourly": _png(plt, (7, 3.2), lambda ax: _draw_hourly(ax, report.hourly)),
+        "dwell": _png(plt, (7, 3), lambda ax: _draw_distribution(ax, "dwell", report.dwell, DWELL_EDGES, "visits")),
+        "attention": _png(plt, (7, 3), lambda ax: _draw_distribution(ax, "attention", report.attention, ATTENTION_EDGES, "viewers")),
+    }
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

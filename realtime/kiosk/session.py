@@ -2,30 +2,31 @@
 
     python run_camera.py --source 0 --kiosk --data-dir /var/lib/kiosk --dashboard
 
-run_camera.py only parses the options (`add_arguments`) and hands over (`run_from_args`).
-Frames are pumped by the shared runner; the analyzer is wrapped so that every frame's
-result, and the people still in view when the run ends, reach the session, which turns
-them into visits and writes them as they happen (see store.py for durability).
+run_camera.py parses the options (`add_arguments`, `options_from_args`) and runs the
+ordinary pipeline with one more sink: the `KioskSession`, which turns every frame's
+result, and the people still in view when the run ends, into visits and writes them as
+they happen (see store.py for durability). `KioskRun` holds the store and the dashboard
+for the length of a run and closes the store with the reason the run ended.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from ..cli import non_negative_float, port_number
 from ..errors import UserError
 from .store import KioskStore, StoreOptions
 from .visits import AgeBrackets, Visit, VisitBuilder, VisitRules
 
 if TYPE_CHECKING:  # run_camera.py imports this module to build its parser: keep it light
-    import numpy as np
-
-    from ..analyzer import Analyzer, FrameResult, TrackSummary
-    from ..sources import FrameSource
+    from ..analyzer import FrameResult, TrackSummary
+    from ..sinks import ShownFrame
+    from ..sources import FrameSource, SourceInfo
+    from ..summary import RunSummary
 
 DEFAULT_PORT = 8765
 
@@ -96,6 +97,21 @@ class KioskSession:
         assert self.origin is not None  # set by the first frame
         return self.builder.open_visits(self.origin)
 
+    # the Sink interface (realtime/sinks/base.py)
+    def open(self, info: SourceInfo) -> None:
+        pass
+
+    def on_frame(self, shown: ShownFrame) -> None:
+        self.frame(shown.result)
+
+    def on_people_finished(self, people: Sequence[TrackSummary], at_end: bool) -> None:
+        # people who leave during the run arrive with their frame's result (on_frame)
+        if at_end:
+            self.final(people)
+
+    def close(self, summary: RunSummary) -> None:
+        pass
+
     def _flush(self) -> None:
         if not self._pending:
             return
@@ -119,48 +135,48 @@ class KioskSession:
             self._gaps_recorded += 1
 
 
-class KioskAnalyzer:
-    """An Analyzer that also feeds a kiosk session; everything else is the analyzer's."""
+class KioskRun:
+    """The store and the dashboard for one run: the store opens first, so that a bad data
+    dir fails before the camera and the model, and is closed with why the run ended."""
 
-    def __init__(self, analyzer: Analyzer, session: KioskSession) -> None:
-        self._analyzer = analyzer
-        self._session = session
+    def __init__(self, options: KioskOptions, store: KioskStore, console: Any) -> None:
+        self.options, self.store, self.console = options, store, console
+        self.session: KioskSession | None = None
+        self.reason = "error"  # until the run says otherwise
+        self._server: Any = None
 
-    def process(self, image: np.ndarray, frame_index: int, time: float) -> FrameResult:
-        result = self._analyzer.process(image, frame_index, time)
-        self._session.frame(result)
-        return result
+    @classmethod
+    def open(cls, options: KioskOptions, source_name: str, console: Any) -> "KioskRun":
+        store = KioskStore.open(options.data_dir, options.store, source=source_name, brackets=options.rules.brackets)
+        return cls(options, store, console)
 
-    def finish(self) -> list[TrackSummary]:
-        tracks = self._analyzer.finish()
-        self._session.final(tracks)
-        return tracks
+    def session_for(self, source: FrameSource) -> KioskSession:
+        """The session (a sink for the runner) for this source; starts the dashboard."""
+        self.session = KioskSession(self.store, self.options.rules, source.info.fps, source)
+        if self.options.dashboard:
+            self._server = _start_dashboard(self.options, self.console)
+        return self.session
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._analyzer, name)
+    def ended(self, summary: RunSummary) -> None:
+        self.reason = "interrupted" if summary.interrupted else "finished"
+
+    def result_line(self, summary: RunSummary) -> str:
+        visits, viewers = (self.session.visits, self.session.viewers) if self.session else (0, 0)
+        state = "stopped" if summary.interrupted else "done"
+        return f"kiosk {state}: {summary.frames} frames, {visits} visits ({viewers} viewers) recorded in {self.store.path}"
+
+    def __enter__(self) -> "KioskRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._server is not None:
+                self._server.stop()
+        finally:
+            self.store.close(self.reason)
 
 
 # ---------------------------------------------------------------------- command line
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
-    return value
 
 
 def age_brackets(text: str) -> AgeBrackets:
@@ -205,71 +221,6 @@ def options_from_args(args: argparse.Namespace) -> KioskOptions:
         dashboard_token=resolve_token(args.dashboard_token, os.environ) if args.dashboard else None,
         dashboard_allowed_hosts=tuple(args.dashboard_allow_host),
     )
-
-
-def run_from_args(args: argparse.Namespace, console: Any) -> int:
-    """run_camera.py --kiosk: 0 done, 130 stopped by a signal, errors raised as UserError."""
-    from ..analyzer import Analyzer, AnalyzerOptions
-    from ..detection import DetectorOptions
-    from ..runner import RunOptions, run as run_frames
-    from ..scheduling import ScheduleOptions
-    from ..sinks import check_outputs
-    from ..redact import redact
-    from ..sources import open_source
-    from ..tracking import TrackerOptions
-    from .store import store_file
-
-    options = options_from_args(args)
-    outputs = {"--output": args.output, "--events": args.events, "--frames": args.frames, "--summary": args.summary}
-    check_outputs(args.source, outputs, {"--model": args.model, "--data-dir": store_file(options.data_dir)})
-    # the store first: a bad data dir fails at once, before the camera and the model
-    store = KioskStore.open(options.data_dir, options.store, source=redact(str(args.source)), brackets=options.rules.brackets)
-    reason = "error"
-    try:
-        with open_source(args.source, folder_fps=args.folder_fps, give_up_after_s=args.give_up_after) as source:
-            analyzer_options = AnalyzerOptions(
-                model_path=args.model,
-                device=args.device,
-                fps=source.info.fps,
-                detector=DetectorOptions(model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size),
-                tracker=TrackerOptions(timeout_s=args.track_timeout),
-                schedule=ScheduleOptions(refresh_frames=args.refresh),
-                scan_interval=args.scan_interval,
-                detect_every=args.detect_every,
-            )
-            with Analyzer.create_from_options(analyzer_options) as analyzer:
-                session = KioskSession(store, options.rules, source.info.fps, source)
-                info = source.info
-                console.print(
-                    f"kiosk: {info.kind} {info.name} {info.width}x{info.height} @ {info.fps:g} fps | store {store.path} (run {store.run_id}) | "
-                    f"providers: {', '.join(analyzer.providers)}",
-                    soft_wrap=True,
-                )
-                server = _start_dashboard(options, console) if options.dashboard else None
-                try:
-                    run_options = RunOptions(
-                        output=args.output,
-                        events=args.events,
-                        frames=args.frames,
-                        summary=args.summary,
-                        display=False,  # the screen belongs to the signage
-                        max_frames=args.max_frames,
-                        progress=not args.quiet,
-                        keep_people=False,
-                    )
-                    report = run_frames(source, KioskAnalyzer(analyzer, session), run_options, console=console)  # type: ignore[arg-type]
-                finally:
-                    if server is not None:
-                        server.stop()
-        interrupted = bool(report.summary["interrupted"])
-        reason = "interrupted" if interrupted else "finished"
-    finally:
-        store.close(reason)
-    console.print(
-        f"kiosk {'stopped' if interrupted else 'done'}: {report.summary['frames']} frames, "
-        f"{session.visits} visits ({session.viewers} viewers) recorded in {store.path}"
-    )
-    return 130 if interrupted else 0
 
 
 def _start_dashboard(options: KioskOptions, console: Any) -> Any:

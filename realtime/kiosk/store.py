@@ -44,12 +44,12 @@ import os
 import sqlite3
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import OutputError, UserError
-from .visits import ATTENTION_EDGES, CRASHED, DWELL_EDGES, UNKNOWN, AgeBrackets, Totals, Visit, bin_index, bracket_order
+from .visits import ATTENTION_EDGES, CRASHED, DWELL_EDGES, GENDERS, AgeBrackets, Totals, Visit, bin_index, bracket_order
 
 SCHEMA_VERSION = 2
 # SQLite's header field for the file's owner ("KIOS"): identifies a store without SQL
@@ -59,6 +59,20 @@ STORE_NAME = "kiosk.sqlite3"
 LOCK_NAME = "kiosk.lock"
 # the live row is stale (camera gone or kiosk stopped) after this long
 LIVE_FRESH_S = 5.0
+
+# a visit's columns, shared by the visits and their checkpoints (open_visits)
+VISIT_COLUMNS_SQL = """\
+    track_id INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    dwell_s REAL NOT NULL,
+    attention_s REAL NOT NULL,
+    glances INTEGER NOT NULL,
+    age REAL,
+    age_std REAL,
+    bracket TEXT NOT NULL,
+    gender TEXT NOT NULL,
+    gender_confidence REAL,"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,34 +97,14 @@ CREATE TABLE IF NOT EXISTS gaps (
 CREATE TABLE IF NOT EXISTS visits (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
-    track_id INTEGER NOT NULL,
-    start REAL NOT NULL,
-    end REAL NOT NULL,
-    dwell_s REAL NOT NULL,
-    attention_s REAL NOT NULL,
-    glances INTEGER NOT NULL,
-    age REAL,
-    age_std REAL,
-    bracket TEXT NOT NULL,
-    gender TEXT NOT NULL,
-    gender_confidence REAL,
+{VISIT_COLUMNS}
     ended TEXT NOT NULL DEFAULT 'left',
     UNIQUE (run_id, track_id)
 );
 CREATE INDEX IF NOT EXISTS visits_start ON visits (start);
 CREATE TABLE IF NOT EXISTS open_visits (
     run_id INTEGER NOT NULL,
-    track_id INTEGER NOT NULL,
-    start REAL NOT NULL,
-    end REAL NOT NULL,
-    dwell_s REAL NOT NULL,
-    attention_s REAL NOT NULL,
-    glances INTEGER NOT NULL,
-    age REAL,
-    age_std REAL,
-    bracket TEXT NOT NULL,
-    gender TEXT NOT NULL,
-    gender_confidence REAL,
+{VISIT_COLUMNS}
     PRIMARY KEY (run_id, track_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS minute_stats (
@@ -138,7 +132,7 @@ CREATE TABLE IF NOT EXISTS live (
     faces INTEGER NOT NULL,
     people INTEGER NOT NULL
 );
-"""
+""".replace("{VISIT_COLUMNS}", VISIT_COLUMNS_SQL)
 
 # statements that bring a store of version N to N + 1 (tables that are new in N + 1 come
 # from SCHEMA's CREATE ... IF NOT EXISTS)
@@ -576,6 +570,9 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
 
 
 # ---------------------------------------------------------------------- reading
+#
+# Readers return frozen rows; their field names are the column names the JSON API, the
+# CSV exports and the report show, in the same order (dataclasses.asdict gives the dict).
 
 
 @dataclass(frozen=True)
@@ -585,6 +582,119 @@ class Live:
     updated_at: float | None
     fresh: bool  # the kiosk is running and saw the camera within LIVE_FRESH_S
     running: bool
+
+
+@dataclass(frozen=True)
+class VisitRow:
+    """A stored visit (see visits.Visit), with the run it belongs to.
+
+    Without `ended`: a reader also serves a version-1 store, which has no such column.
+    """
+
+    run_id: int
+    track_id: int
+    start: float
+    end: float
+    dwell_s: float
+    attention_s: float
+    glances: int
+    age: float | None
+    age_std: float | None
+    bracket: str
+    gender: str
+    gender_confidence: float | None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One start of the kiosk; stopped_at and stop_reason are None while it runs."""
+
+    id: int
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    stop_reason: str | None  # stopped, finished, error, crashed, ...
+    source: str | None
+    frames: int
+    visits: int
+
+
+@dataclass(frozen=True)
+class GapRow:
+    """A period a run was without its camera (kind "camera") or otherwise blind."""
+
+    run_id: int
+    start: float
+    end: float
+    kind: str
+
+
+@dataclass(frozen=True)
+class GenderCounts:
+    """Visits of one age bracket by gender; the fields are visits.GENDERS."""
+
+    female: int = 0
+    male: int = 0
+    unknown: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.female + self.male + self.unknown
+
+
+@dataclass(frozen=True)
+class TimelineBucket:
+    start: int  # seconds since the epoch, on a minute
+    visits: int
+    viewers: int
+    attention_s: float  # rounded to the millisecond
+    dwell_s: float
+    attention_rate: float | None  # None without visits
+
+    @classmethod
+    def of(cls, start: int, t: Totals) -> TimelineBucket:
+        return cls(start, t.visits, t.viewers, round(t.attention_s, 3), round(t.dwell_s, 3), _rounded(t.attention_rate, 4))
+
+
+@dataclass(frozen=True)
+class HourRow:
+    hour: int  # local hour of day, 0-23
+    visits: int
+    viewers: int
+    attention_rate: float | None  # None without visits (or viewers, for attention)
+    average_dwell_s: float | None
+    average_attention_s: float | None
+
+    @classmethod
+    def of(cls, hour: int, t: Totals) -> HourRow:
+        return cls(
+            hour, t.visits, t.viewers, _rounded(t.attention_rate, 4), _rounded(t.average_dwell_s, 3), _rounded(t.average_attention_s, 3)
+        )
+
+
+@dataclass(frozen=True)
+class DayRow:
+    date: str  # local calendar day, YYYY-MM-DD
+    visits: int
+    viewers: int
+
+
+def row_columns(row_type: type) -> tuple[str, ...]:
+    """A row type's columns, in order: its field names."""
+    return tuple(f.name for f in fields(row_type))
+
+
+# one group's figures from minute_stats, in Totals' order
+_SUMS = "COALESCE(SUM(visits), 0), COALESCE(SUM(viewers), 0), COALESCE(SUM(glances), 0), COALESCE(SUM(dwell_s), 0), COALESCE(SUM(attention_s), 0)"
+
+
+def _totals(row: tuple[Any, ...]) -> Totals:
+    visits, viewers, glances, dwell_s, attention_s = row
+    return Totals(int(visits), int(viewers), int(glances), float(dwell_s), float(attention_s))
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 class StoreReader:
@@ -601,97 +711,65 @@ class StoreReader:
             raise UserError(f"no kiosk store in {self.data_dir} (expected {self.path})")
         _identify(self.path)  # a foreign file: one clear line, and no -wal or -shm beside it
 
-    def _connect(self) -> sqlite3.Connection:
+    def _iter_rows(self, sql: str, params: tuple = (), batch: int = 1000) -> Iterator[tuple[Any, ...]]:
+        """The query's rows, fetched batch by batch: a long range is never all in memory."""
         try:
             conn = _connect(self.path)
-            conn.execute("PRAGMA query_only = ON")
-            conn.row_factory = sqlite3.Row
-            return conn
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the kiosk store {self.path}: {_reason(exc)}") from None
-
-    def _rows(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        conn = self._connect()
         try:
-            return conn.execute(sql, params).fetchall()
+            conn.execute("PRAGMA query_only = ON")
+            cur = conn.execute(sql, params)
+            while rows := cur.fetchmany(batch):
+                yield from rows
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the kiosk store {self.path}: {_reason(exc)}") from None
         finally:
             conn.close()
 
-    def totals(self, start: float, end: float) -> Totals:
-        r = self._rows(
-            "SELECT COALESCE(SUM(visits), 0), COALESCE(SUM(viewers), 0), COALESCE(SUM(glances), 0),"
-            " COALESCE(SUM(dwell_s), 0), COALESCE(SUM(attention_s), 0) FROM minute_stats WHERE minute >= ? AND minute < ?",
-            (minute_of(start), _minute_end(end)),
-        )[0]
-        return Totals(int(r[0]), int(r[1]), int(r[2]), float(r[3]), float(r[4]))
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
+        return list(self._iter_rows(sql, params))
 
-    def brackets(self, start: float, end: float) -> dict[str, dict[str, int]]:
-        """Visits by age bracket and gender: {bracket: {"female": n, "male": n, "unknown": n}}."""
-        rows = self._rows(
-            "SELECT bracket, gender, SUM(visits) FROM minute_stats WHERE minute >= ? AND minute < ? GROUP BY bracket, gender",
-            (minute_of(start), _minute_end(end)),
+    def _per_minute(self, select: str, start: float, end: float, group: str = "", params: tuple = ()) -> list[tuple[Any, ...]]:
+        """SELECT select FROM minute_stats over the minutes of [start, end), then group (GROUP BY ...)."""
+        return self._rows(
+            f"SELECT {select} FROM minute_stats WHERE minute >= ? AND minute < ? {group}",
+            (*params, minute_of(start), _minute_end(end)),
         )
-        out: dict[str, dict[str, int]] = {label: {"female": 0, "male": 0, UNKNOWN: 0} for label in self.configured_brackets().labels}
-        for bracket, gender, n in rows:
-            out.setdefault(bracket, {"female": 0, "male": 0, UNKNOWN: 0})[gender] = int(n)
-        return dict(sorted(out.items(), key=lambda kv: bracket_order(kv[0])))
 
-    def timeline(self, start: float, end: float, bucket_s: int) -> list[dict[str, Any]]:
+    def totals(self, start: float, end: float) -> Totals:
+        return _totals(self._per_minute(_SUMS, start, end)[0])
+
+    def brackets(self, start: float, end: float) -> dict[str, GenderCounts]:
+        """Visits by age bracket and gender, every configured bracket included, in age order."""
+        rows = self._per_minute("bracket, gender, SUM(visits)", start, end, "GROUP BY bracket, gender")
+        counts: dict[str, dict[str, int]] = {label: {} for label in self.configured_brackets().labels}
+        for bracket, gender, n in rows:
+            counts.setdefault(bracket, {})[gender] = int(n)
+        # the writer's genders are GENDERS (see visits.make_visit)
+        typed = {b: GenderCounts(**{g: c.get(g, 0) for g in GENDERS}) for b, c in counts.items()}
+        return dict(sorted(typed.items(), key=lambda kv: bracket_order(kv[0])))
+
+    def timeline(self, start: float, end: float, bucket_s: int) -> list[TimelineBucket]:
         """Visits, viewers and attention per bucket from start (every bucket, zeros included)."""
         first = minute_of(start)
-        rows = self._rows(
-            "SELECT (minute - ?) / ? AS b, SUM(visits), SUM(viewers), SUM(attention_s), SUM(dwell_s) FROM minute_stats"
-            " WHERE minute >= ? AND minute < ? GROUP BY b",
-            (first, bucket_s, first, _minute_end(end)),
-        )
-        by_bucket = {int(r[0]): r for r in rows}
+        rows = self._per_minute(f"(minute - ?) / ? AS b, {_SUMS}", start, end, "GROUP BY b", (first, bucket_s))
+        by_bucket = {int(b): _totals(sums) for b, *sums in rows}
         n = max(0, math.ceil((end - first) / bucket_s))
-        out = []
-        for i in range(n):
-            r = by_bucket.get(i)
-            visits, viewers = (int(r[1]), int(r[2])) if r else (0, 0)
-            out.append({
-                "start": first + i * bucket_s,
-                "visits": visits,
-                "viewers": viewers,
-                "attention_s": round(float(r[3]), 3) if r else 0.0,
-                "dwell_s": round(float(r[4]), 3) if r else 0.0,
-                "attention_rate": round(viewers / visits, 4) if visits else None,
-            })
-        return out
+        return [TimelineBucket.of(first + i * bucket_s, by_bucket.get(i, Totals())) for i in range(n)]
 
-    def hourly_profile(self, start: float, end: float) -> list[dict[str, Any]]:
+    def hourly_profile(self, start: float, end: float) -> list[HourRow]:
         """Visits and viewers by local hour of day (0-23), summed over the range."""
-        rows = self._rows(
-            "SELECT CAST(strftime('%H', minute, 'unixepoch', 'localtime') AS INTEGER) AS h, SUM(visits), SUM(viewers),"
-            " SUM(dwell_s), SUM(attention_s) FROM minute_stats WHERE minute >= ? AND minute < ? GROUP BY h",
-            (minute_of(start), _minute_end(end)),
-        )
-        by_hour = {int(r[0]): r for r in rows}
-        out = []
-        for h in range(24):
-            r = by_hour.get(h)
-            visits, viewers = (int(r[1]), int(r[2])) if r else (0, 0)
-            out.append({
-                "hour": h,
-                "visits": visits,
-                "viewers": viewers,
-                "attention_rate": round(viewers / visits, 4) if visits else None,
-                "average_dwell_s": round(float(r[3]) / visits, 3) if visits else None,
-                "average_attention_s": round(float(r[4]) / viewers, 3) if viewers else None,
-            })
-        return out
+        hour = "CAST(strftime('%H', minute, 'unixepoch', 'localtime') AS INTEGER) AS h"
+        by_hour = {int(h): _totals(sums) for h, *sums in self._per_minute(f"{hour}, {_SUMS}", start, end, "GROUP BY h")}
+        return [HourRow.of(h, by_hour.get(h, Totals())) for h in range(24)]
 
-    def daily(self, start: float, end: float) -> list[dict[str, Any]]:
+    def daily(self, start: float, end: float) -> list[DayRow]:
         """Visits and viewers per local calendar day with any data."""
-        rows = self._rows(
-            "SELECT strftime('%Y-%m-%d', minute, 'unixepoch', 'localtime') AS d, SUM(visits), SUM(viewers)"
-            " FROM minute_stats WHERE minute >= ? AND minute < ? GROUP BY d ORDER BY d",
-            (minute_of(start), _minute_end(end)),
+        rows = self._per_minute(
+            "strftime('%Y-%m-%d', minute, 'unixepoch', 'localtime') AS d, SUM(visits), SUM(viewers)", start, end, "GROUP BY d ORDER BY d"
         )
-        return [{"date": r[0], "visits": int(r[1]), "viewers": int(r[2])} for r in rows]
+        return [DayRow(d, int(visits), int(viewers)) for d, visits, viewers in rows]
 
     def histogram(self, metric: str, start: float, end: float) -> list[int]:
         edges = HISTOGRAMS[metric]
@@ -704,39 +782,27 @@ class StoreReader:
                 counts[int(b)] = int(n)
         return counts
 
-    def visits(self, start: float, end: float) -> list[dict[str, Any]]:
+    def visits(self, start: float, end: float) -> list[VisitRow]:
         """Visit rows that started in the range (only those still within retention)."""
-        return [dict(r) for r in self._rows(
-            "SELECT run_id, track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender,"
-            " gender_confidence FROM visits WHERE start >= ? AND start < ? ORDER BY start, id",
-            (start, end),
-        )]
+        return list(self.iter_visits(start, end))
 
-    def iter_visits(self, start: float, end: float, batch: int = 1000) -> Iterator[dict[str, Any]]:
+    def iter_visits(self, start: float, end: float, batch: int = 1000) -> Iterator[VisitRow]:
         """Like visits(), without holding the whole range in memory (CSV export)."""
-        conn = self._connect()
-        try:
-            cur = conn.execute(
-                "SELECT run_id, track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender,"
-                " gender_confidence FROM visits WHERE start >= ? AND start < ? ORDER BY start, id",
-                (start, end),
-            )
-            while rows := cur.fetchmany(batch):
-                for r in rows:
-                    yield dict(r)
-        finally:
-            conn.close()
+        rows = self._iter_rows(
+            f"SELECT {', '.join(row_columns(VisitRow))} FROM visits WHERE start >= ? AND start < ? ORDER BY start, id", (start, end), batch
+        )
+        return (VisitRow(*r) for r in rows)
 
-    def runs(self, start: float, end: float) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._rows(
-            "SELECT id, started_at, heartbeat_at, stopped_at, stop_reason, source, frames, visits FROM runs"
-            " WHERE started_at < ? AND COALESCE(stopped_at, heartbeat_at) >= ? ORDER BY id",
+    def runs(self, start: float, end: float) -> list[RunRow]:
+        """Runs that overlap the range, a running one up to its last heartbeat."""
+        return [RunRow(*r) for r in self._rows(
+            f"SELECT {', '.join(row_columns(RunRow))} FROM runs WHERE started_at < ? AND COALESCE(stopped_at, heartbeat_at) >= ? ORDER BY id",
             (end, start),
         )]
 
-    def gaps(self, start: float, end: float) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._rows(
-            "SELECT run_id, start, end, kind FROM gaps WHERE start < ? AND end >= ? ORDER BY start", (end, start)
+    def gaps(self, start: float, end: float) -> list[GapRow]:
+        return [GapRow(*r) for r in self._rows(
+            f"SELECT {', '.join(row_columns(GapRow))} FROM gaps WHERE start < ? AND end >= ? ORDER BY start", (end, start)
         )]
 
     def live(self, now: float | None = None) -> Live:

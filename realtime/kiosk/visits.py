@@ -120,14 +120,19 @@ class Visit:
         return self.glances > 0
 
 
+def extend_spans(spans: list[tuple[float, float]], time: float, merge_gap_s: float) -> None:
+    """Add an attentive frame at `time` (after every frame in `spans`) to the (first, last) spans."""
+    if spans and time - spans[-1][1] <= merge_gap_s + 1e-9:
+        spans[-1] = (spans[-1][0], time)
+    else:
+        spans.append((time, time))
+
+
 def attentive_spans(times: Iterable[float], merge_gap_s: float) -> list[tuple[float, float]]:
     """Times of attentive frames, in order, grouped into (first, last) spans."""
     spans: list[tuple[float, float]] = []
     for t in times:
-        if spans and t - spans[-1][1] <= merge_gap_s + 1e-9:
-            spans[-1] = (spans[-1][0], t)
-        else:
-            spans.append((t, t))
+        extend_spans(spans, t, merge_gap_s)
     return spans
 
 
@@ -215,7 +220,6 @@ class VisitBuilder:
     def observe(self, result: FrameResult, origin: float) -> list[Visit]:
         """Record this frame's faces; returns the visits of the people who left at it."""
         self._update_frame_dt(result.time)
-        merge = self.rules.merge_gap_s
         for face in result.faces:
             track = self._tracks.setdefault(face.track_id, _TrackAttention(result.time, result.time))
             track.last_seen = result.time
@@ -223,12 +227,9 @@ class VisitBuilder:
                 track.age, track.age_std = float(face.age), face.age_std
             if face.gender is not None:
                 track.gender, track.gender_confidence = face.gender, face.gender_confidence
-            if face_attentive(face.keypoints, face.attentive, self.rules.attention):
-                spans = track.spans
-                if spans and result.time - spans[-1][1] <= merge + 1e-9:
-                    spans[-1] = (spans[-1][0], result.time)
-                else:
-                    spans.append((result.time, result.time))
+            # the one place attention is judged: the analyzer only reports the face
+            if face_attentive(face.keypoints, face.quality.frontal, self.rules.attention):
+                extend_spans(track.spans, result.time, self.rules.merge_gap_s)
         visits = self.close(result.finished, origin)
         if result.time - self._last_purge > self.rules.forget_s:
             self._purge(result.time)

@@ -1,6 +1,6 @@
-"""Benchmark reports (realtime.bench --json) as one markdown table and one plot.
+"""Benchmark reports (tooling.bench --json) as one markdown table and one plot.
 
-    python -m realtime.bench_report out/bench/*.json --plot docs/benchmarks.png
+    python -m tooling.bench_report out/bench/*.json --plot docs/benchmarks.png
 
 Prints a markdown table with a row per video; the plot shows, for each video, the
 decode-only, pipeline and naive frame rates, and the model's faces/s by batch size for
@@ -145,8 +145,8 @@ def plot(reports: Sequence[dict[str, Any]], out: Path, before: Sequence[dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m realtime.bench_report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("reports", nargs="+", type=Path, help="JSON files written by realtime.bench --json")
+    parser = argparse.ArgumentParser(prog="python -m tooling.bench_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", type=Path, help="JSON files written by tooling.bench --json")
     parser.add_argument("--plot", type=Path, help="write the plot here (.png)")
     parser.add_argument("--before", nargs="*", type=Path, default=[], help="reports of an earlier version, to draw beside")
     args = parser.parse_args(argv)

@@ -1,9 +1,10 @@
-"""Outputs: the annotated video, per-frame and per-person JSON lines, the run summary.
+"""The files a run writes, at the lowest level: a video, JSON lines, one whole JSON file.
 
-Sinks are context managers opened before the first frame, so that an unwritable path
-fails at once rather than after an hour of processing. JSON lines are flushed as they
-are written, so a crash keeps every line before it; the summary is written to a
-temporary file and renamed, so it is either complete or absent, never half written.
+Writers are opened before the first frame, so that an unwritable path fails at once
+rather than after an hour of processing. JSON lines are flushed as they are written, so
+a crash keeps every line before it; the summary is replaced atomically (realtime.files),
+so it is either complete or absent, never half written. Sinks (the rest of this package)
+decide what goes into these files.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from typing import Any, Iterable, Mapping
 import cv2
 import numpy as np
 
-from .errors import OutputError
-from .files import free_bytes, refuse_clashes, write_text_atomic
-
-__all__ = ["JsonLinesSink", "VideoSink", "check_outputs", "check_video_path", "check_writable", "write_json_atomic", "write_text_atomic"]
+from ..errors import OutputError
+from ..files import free_bytes, refuse_clashes, write_text_atomic
 
 FOURCC_FOR_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
@@ -48,7 +47,7 @@ def check_outputs(
     `outputs` and `inputs` map option names (for messages) to paths; a file or folder
     `source` counts as an input too; the output named `video_option` is a video.
     """
-    from .sources import classify
+    from ..sources import classify
 
     for name, path in outputs.items():
         if path is None:
@@ -68,7 +67,7 @@ def check_video_path(path: Path) -> Path:
     return path
 
 
-class VideoSink:
+class VideoFile:
     """Annotated frames to a video file at the source's frame rate and size.
 
     OpenCV's writer reports a failed frame only through `write`'s return value and
@@ -145,7 +144,7 @@ class VideoSink:
             why = "the disk is full" if (free_bytes(self.path.parent) or 0) < 1 << 20 else "the file is incomplete"
             raise OutputError(f"cannot finish video {self.path}: {why}")
 
-    def __enter__(self) -> "VideoSink":
+    def __enter__(self) -> "VideoFile":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,7 +173,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class JsonLinesSink:
+class JsonLinesFile:
     """One JSON object per line, flushed per line."""
 
     def __init__(self, path: str | Path) -> None:
@@ -204,7 +203,7 @@ class JsonLinesSink:
             except OSError:
                 pass  # the write that failed already said why
 
-    def __enter__(self) -> "JsonLinesSink":
+    def __enter__(self) -> "JsonLinesFile":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,9 +1,9 @@
 """Soak run: an hour of synthetic kiosk traffic through the whole kiosk path, and the
 process's resident memory along the way.
 
-    python -m realtime.kiosk soak --minutes 60 --fps 15
+    python -m tooling.soak --minutes 60 --fps 15
 
-The stream is a sequence of one-minute scenes from realtime.synthetic (real labelled
+The stream is a sequence of one-minute scenes from tooling.scenes (real labelled
 faces from ../shared composited on moving paths, a few people per scene, entering and
 leaving), with time advanced by the frame rate rather than the clock, so an hour of
 stream runs as fast as the machine allows. Frames go through the same runner, analyzer,
@@ -30,8 +30,17 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from rich.console import Console
 
-from ..sources import Frame, FrameSource, SourceInfo
+from realtime.analyzer import Analyzer, AnalyzerOptions
+from realtime.kiosk.session import KioskSession
+from realtime.kiosk.store import KioskStore, StoreOptions
+from realtime.kiosk.visits import VisitRules
+from realtime.paths import DEFAULT_MODEL
+from realtime.runner import RunOptions, run
+from realtime.sources import Frame, FrameSource, SourceInfo
+
+from . import scenes
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,6 @@ def trimmed_rss_mb() -> float | None:
     return rss_mb()
 
 
-def _clear_generator_caches(module: object) -> None:
-    for name in ("_decoded", "_face_bgra", "_face_sprite", "load_labels"):
-        fn = getattr(module, name, None)
-        if hasattr(fn, "cache_clear"):
-            fn.cache_clear()  # type: ignore[union-attr]
-
-
 class SyntheticKioskSource(FrameSource):
     """Scene after scene of synthetic people, at stream time index / fps."""
 
@@ -91,23 +93,21 @@ class SyntheticKioskSource(FrameSource):
         self.info = SourceInfo("file", f"synthetic kiosk stream ({options.minutes:g} min)", options.fps, options.width, options.height, n)
 
     def __iter__(self) -> Iterator[Frame]:
-        from .. import synthetic
-
         o = self.options
         index = 0
         scene = 0
         while index < self.frame_count:
-            scenario = synthetic.make_scenario(
+            scenario = scenes.make_scenario(
                 o.seed + scene, n_people=o.people_per_scene, width=o.width, height=o.height, fps=o.fps,
                 seconds=o.scene_s, face_px=o.face_px,
             )
-            for image in synthetic.frames(scenario):
+            for image in scenes.frames(scenario):
                 if index >= self.frame_count:
                     break
                 yield Frame(index, index / o.fps, image)
                 index += 1
             scene += 1
-            _clear_generator_caches(synthetic)
+            scenes.clear_caches()
 
 
 @dataclass
@@ -144,14 +144,6 @@ class SoakResult:
 
 
 def run_soak(options: SoakOptions, data_dir: Path, model_path: Path, progress: bool = True) -> SoakResult:
-    from rich.console import Console
-
-    from ..analyzer import Analyzer, AnalyzerOptions
-    from ..runner import RunOptions, run
-    from .session import KioskAnalyzer, KioskSession
-    from .store import KioskStore, StoreOptions
-    from .visits import VisitRules
-
     console = Console(stderr=True)
     start_mb = rss_mb()
     source = SyntheticKioskSource(options)
@@ -180,7 +172,7 @@ def run_soak(options: SoakOptions, data_dir: Path, model_path: Path, progress: b
                         console.print(f"soak: stream minute {minute:5.1f}  RSS {samples[-1][1]:7.1f} MB{after}  "
                                       f"{session.visits} visits  {rate:.1f} fps")
 
-            run(source, KioskAnalyzer(analyzer, session), RunOptions(progress=False, keep_people=False), console=console, on_result=sample)
+            run(source, analyzer, RunOptions(progress=False, keep_people=False), console=console, on_result=sample, sinks=[session])
     finally:
         store.close("finished")
     gc.collect()
@@ -201,9 +193,7 @@ def run_soak(options: SoakOptions, data_dir: Path, model_path: Path, progress: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..paths import DEFAULT_MODEL
-
-    p = argparse.ArgumentParser(prog="python -m realtime.kiosk soak", description="Memory soak of the kiosk on a synthetic stream.")
+    p = argparse.ArgumentParser(prog="python -m tooling.soak", description="Memory soak of the kiosk on a synthetic stream.")
     p.add_argument("--minutes", type=float, default=60.0, help="stream length in minutes (default 60)")
     p.add_argument("--fps", type=float, default=15.0, help="stream frame rate (default 15)")
     p.add_argument("--size", default="640x480", help="frame size WIDTHxHEIGHT (default 640x480)")
@@ -232,3 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: growth of the memory still held (RSS after malloc_trim, first to last sample): "
               f"{result.trimmed_growth_mb:+.1f} MB")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

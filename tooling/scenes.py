@@ -6,7 +6,7 @@ tests get videos where every face's identity, age, gender and true box is known 
 every frame. The faces are read from the shared data at run time and never copied
 into the repository.
 
-    python -m realtime.synthetic --out /tmp/demo.mp4 --people 4 --seconds 10
+    python -m tooling.scenes --out /tmp/demo.mp4 --people 4 --seconds 10
 
 The ground-truth box of a face approximates where MediaPipe's BlazeFace reports it:
 the per-source face geometry below was measured by running the full-range detector
@@ -32,8 +32,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .paths import ROOT as REPO_ROOT
-from .paths import SHARED_DATA
+from realtime.paths import ROOT as REPO_ROOT
+from realtime.paths import SHARED_DATA
 
 DEFAULT_FACES_DIR = SHARED_DATA / "faces"
 TRUTH_VERSION = 1
@@ -404,6 +404,16 @@ def _face_sprite(path: str, source: str, face_px: int, turn: Turn | None = None)
     rot[1, 2] += d / 2 - cy
     out = cv2.warpAffine(bgra, rot, (d, d), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return _sprite(out, d / 2, d / 2)
+
+
+def clear_caches() -> None:
+    """Drops every decoded, prepared and scaled face image held between frames.
+
+    For long runs (the kiosk soak) that measure someone else's memory: between scenes
+    these caches only grow the generator's share of the process.
+    """
+    for cached in (load_labels, _decoded, _face_bgra, _face_sprite):
+        cached.cache_clear()
 
 
 # ---------------------------------------------------------------------- compositing
@@ -817,7 +827,7 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="realtime.synthetic", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m tooling.scenes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output .mp4; truth goes to <out>.truth.json")
     parser.add_argument("--people", type=_count, default=4, metavar="N", help="0..32 people (default 4)")
     parser.add_argument("--seconds", type=_positive(float), default=10.0)
@@ -837,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  faces_dir=args.faces_dir, face_px=args.face_px)
         truth = render(scenario, args.out)
     except (ValueError, OSError, RuntimeError, cv2.error) as exc:
-        sys.stderr.write(f"realtime.synthetic: error: {exc}\n")
+        sys.stderr.write(f"{parser.prog}: error: {exc}\n")
         return 1
     people = truth["people"]
     genders = sum(p["gender"] == "female" for p in people)

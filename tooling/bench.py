@@ -1,6 +1,6 @@
 """How fast the pipeline runs, side by side with decoding alone and a naive loop.
 
-    python -m realtime.bench --source clip.mp4 --json bench.json
+    python -m tooling.bench --source clip.mp4 --json bench.json
 
 One run measures, on the same video and with the same detector and model:
 
@@ -15,7 +15,7 @@ One run measures, on the same video and with the same detector and model:
   provider this onnxruntime offers and for fp16 models in models/ (`*fp16*.onnx`);
 - the peak resident memory of the process;
 - when the video has ground truth beside it (`X.truth.json`, written by
-  realtime.synthetic), how well the pipeline tracked: tracks, identity switches,
+  tooling.scenes), how well the pipeline tracked: tracks, identity switches,
   recall, so that a speed-up that costs tracking quality shows in the same report.
 
 Timings are wall-clock. On a shared machine other processes slow some runs down, so
@@ -26,40 +26,43 @@ less than wall time.
 
 from __future__ import annotations
 
-import os
+from realtime.cli import OneLineParser, positive_float, positive_int, silence_native_logs
 
 # as in run_camera.py: C++ libraries must not print over the report
-os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+silence_native_logs()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from importlib import metadata as importlib_metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
+from time import perf_counter  # noqa: E402
 from typing import Any, Callable, Iterable, Iterator, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from .analyzer import STAGES, Analyzer, AnalyzerOptions, FaceResult, FrameResult, detect_interval  # noqa: E402
-from .crops import face_crop  # noqa: E402
-from .detection import DetectorOptions, FaceDetector  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .model import DEVICES, PROVIDER_FOR, AgeGenderModel, Predictions  # noqa: E402
-from .overlay import Overlay  # noqa: E402
-from .paths import DEFAULT_MODEL, MODELS_DIR  # noqa: E402
-from .runner import ReadAhead  # noqa: E402
-from .scheduling import FaceQuality  # noqa: E402
-from .sinks import check_writable, write_json_atomic  # noqa: E402
-from .sources import Frame, FrameSource, open_source  # noqa: E402
+from realtime.analyzer import STAGES, Analyzer, AnalyzerOptions, FaceResult, FrameResult, TrackSummary, detect_interval  # noqa: E402
+from realtime.crops import face_crop  # noqa: E402
+from realtime.detection import DetectorOptions, FaceDetector  # noqa: E402
+from realtime.errors import UserError  # noqa: E402
+from realtime.model import DEVICES, PROVIDER_FOR, AgeGenderModel, Predictions  # noqa: E402
+from realtime.overlay import Overlay  # noqa: E402
+from realtime.paths import DEFAULT_MODEL, MODELS_DIR  # noqa: E402
+from realtime.readahead import ReadAhead  # noqa: E402
+from realtime.scheduling import FaceQuality  # noqa: E402
+from realtime.smoothing import Estimates  # noqa: E402
+from realtime.sinks import ShownFrame, check_writable, write_json_atomic  # noqa: E402
+from realtime.sources import Frame, FrameSource, open_source  # noqa: E402
+
+from .scenes import iou, truth_path  # noqa: E402
 
 BATCH_SIZES: tuple[int, ...] = (1, 8, 32, 64)
 REPORT_STAGES: tuple[str, ...] = ("decode", "wait", *STAGES, "render")
@@ -173,72 +176,36 @@ def decode_only(spec: str, max_frames: int | None) -> PhaseResult:
     return result
 
 
-def status_text(frames: int, elapsed: float, faces: int) -> str:
-    """The runner's status line, so that both loops draw the same overlay."""
-    return f"{frames / max(elapsed, 1e-9):.1f} fps  {faces} faces"
-
-
 ShownFaces = list[tuple[int, tuple[float, float, float, float]]]
 
 
-def run_pipeline(spec: str, analyzer: Analyzer, max_frames: int | None) -> PhaseResult:
-    """The product's loop: analyzer plus overlay on every frame, no window, no files."""
-    result = PhaseResult()
-    shown: dict[int, ShownFaces] = {}
-    people = full_scans = 0
-    batches: list[int] = []
-    with open_source(spec) as source:
-        overlay = Overlay.for_frame(source.info.width, source.info.height)
-        # decoded ahead on a thread, as the runner does for files: "decode" is the
-        # decoder's time on its thread, "wait" how long the analysis waited for a frame
-        with Stopwatch(result) as watch, ReadAhead(timed_frames(limited(source, max_frames), result.stages)) as frames:
-            for frame in timed_frames(frames, result.stages, "wait"):
-                processed = analyzer.process(frame.image, frame.index, frame.time)
-                render_start = time.perf_counter()
-                status = status_text(result.frames + 1, watch.elapsed(), len(processed.faces))
-                overlay.annotate(frame.image, processed.faces, status)
-                result.stages.add("render", time.perf_counter() - render_start)
-                record_pipeline_frame(result, processed, batches)
-                shown[frame.index] = [(f.track_id, f.box) for f in processed.faces]
-                people += len(processed.finished)
-                full_scans += processed.full_scan
-    people += len(analyzer.finish())
-    result.extra = {
-        "people": people,  # tracks long enough to count as a person (events written)
-        "full_scans": full_scans,
-        "model_runs": len(batches),
-        "mean_batch": round(float(np.mean(batches)), 3) if batches else 0.0,
-        "shown": shown,  # for the tracking evaluation; dropped from the report
-    }
-    return result
+class NaiveAnalyzer:
+    """The straightforward loop that the pipeline's design is measured against.
 
+    Every face of every frame found by a full scan and sent to the model alone (batch 1):
+    no tracking, scheduling or smoothing. Shaped as the product's Analyzer (process,
+    finish), so that both are measured by the same loop.
+    """
 
-def record_pipeline_frame(result: PhaseResult, processed: FrameResult, batches: list[int]) -> None:
-    for stage in STAGES:
-        result.stages.add(stage, processed.timings.get(stage, 0.0))
-    result.frames += 1
-    result.faces += len(processed.faces)
-    batch = sum(face.inferred for face in processed.faces)
-    result.faces_inferred += batch
-    if batch:
-        batches.append(batch)
+    def __init__(self, detector: FaceDetector, model: AgeGenderModel) -> None:
+        self.detector = detector
+        self.model = model
 
+    def process(self, image: np.ndarray, frame_index: int, time: float) -> FrameResult:
+        start = perf_counter()
+        found = self.detector.detect(image)
+        detected = perf_counter()
+        size, margin = self.model.input_size, self.model.metadata.crop_margin
+        crops = [face_crop(image, box, kps, size, margin) for box, kps in zip(found.xyxy, found.data["keypoints"])]
+        cropped = perf_counter()
+        predictions = [self.model.predict(crop[None]) for crop in crops]
+        inferred = perf_counter()
+        timings = {"detect": detected - start, "track": 0.0, "crop": cropped - detected, "infer": inferred - cropped}
+        faces = [naive_result(i, box, float(score), p) for i, (box, score, p) in enumerate(zip(found.xyxy, found.confidence, predictions))]
+        return FrameResult(frame_index, time, faces, [], timings)
 
-def naive_faces(detector: FaceDetector, model: AgeGenderModel, image: np.ndarray, clock: StageClock) -> list[FaceResult]:
-    """Every face of the frame: a full scan, then the model on each face alone."""
-    start = time.perf_counter()
-    found = detector.detect(image)
-    detected = time.perf_counter()
-    size, margin = model.input_size, model.metadata.crop_margin
-    crops = [face_crop(image, box, kps, size, margin) for box, kps in zip(found.xyxy, found.data["keypoints"])]
-    cropped = time.perf_counter()
-    predictions = [model.predict(crop[None]) for crop in crops]
-    inferred = time.perf_counter()
-    clock.add("detect", detected - start)
-    clock.add("track", 0.0)
-    clock.add("crop", cropped - detected)
-    clock.add("infer", inferred - cropped)
-    return [naive_result(i, box, float(score), p) for i, (box, score, p) in enumerate(zip(found.xyxy, found.confidence, predictions))]
+    def finish(self) -> list[TrackSummary]:
+        return []  # no tracks, so no one to close
 
 
 def naive_result(index: int, box: np.ndarray, confidence: float, prediction: Predictions) -> FaceResult:
@@ -249,41 +216,107 @@ def naive_result(index: int, box: np.ndarray, confidence: float, prediction: Pre
         track_id=index + 1,
         box=tuple(float(v) for v in box),  # type: ignore[arg-type]
         confidence=confidence,
-        age=int(round(float(prediction.age[0]))),
-        age_std=float(prediction.age_std[0]),
-        gender="male" if p_male >= 0.5 else "female",
-        gender_confidence=max(p_male, 1.0 - p_male),
+        estimates=Estimates(
+            age=int(round(float(prediction.age[0]))),
+            age_std=float(prediction.age_std[0]),
+            gender="male" if p_male >= 0.5 else "female",
+            gender_confidence=max(p_male, 1.0 - p_male),
+        ),
         inferred=True,
         quality=FaceQuality(size_px=side, sharpness=0.0, frontal=1.0, score=1.0, usable=True),
-        attentive=False,
     )
 
 
-def run_naive(spec: str, detector: FaceDetector, model: AgeGenderModel, max_frames: int | None) -> PhaseResult:
-    """The straightforward loop that the pipeline's design is measured against."""
+@contextmanager
+def decoded(source: FrameSource, max_frames: int | None, clock: StageClock, read_ahead: bool) -> Iterator[Iterable[Frame]]:
+    """The source's frames, each timed as "decode": on a thread of their own as the
+    runner reads files (read_ahead), or inline, where waiting for a frame is decoding it."""
+    frames = timed_frames(limited(source, max_frames), clock)
+    if not read_ahead:
+        yield frames
+        return
+    with ReadAhead(frames) as ahead:
+        yield ahead
+
+
+def run_loop(
+    spec: str,
+    analyzer: Analyzer | NaiveAnalyzer,
+    max_frames: int | None,
+    read_ahead: bool,
+    on_result: Callable[[FrameResult], None] = lambda processed: None,
+) -> PhaseResult:
+    """One timed pass: each frame through the analyzer, then the overlay drawn on it (no window, no files)."""
     result = PhaseResult()
     with open_source(spec) as source:
         overlay = Overlay.for_frame(source.info.width, source.info.height)
-        with Stopwatch(result) as watch:
-            decoded = timed_frames(limited(source, max_frames), result.stages)
-            for frame in timed_frames(decoded, result.stages, "wait"):  # decoding inline: wait = decode
-                faces = naive_faces(detector, model, frame.image, result.stages)
+        with Stopwatch(result) as watch, decoded(source, max_frames, result.stages, read_ahead) as frames:
+            for frame in timed_frames(frames, result.stages, "wait"):
+                processed = analyzer.process(frame.image, frame.index, frame.time)
                 render_start = time.perf_counter()
-                overlay.annotate(frame.image, faces, status_text(result.frames + 1, watch.elapsed(), len(faces)))
+                # drawn as the product's sinks draw it: boxes, labels and the status line
+                ShownFrame(frame, processed, overlay, (result.frames + 1) / max(watch.elapsed(), 1e-9)).annotated()
                 result.stages.add("render", time.perf_counter() - render_start)
-                result.frames += 1
-                result.faces += len(faces)
-                result.faces_inferred += len(faces)
+                record_frame(result, processed)
+                on_result(processed)
     return result
+
+
+def record_frame(result: PhaseResult, processed: FrameResult) -> None:
+    for stage in STAGES:
+        result.stages.add(stage, processed.timings.get(stage, 0.0))
+    result.frames += 1
+    result.faces += len(processed.faces)
+    result.faces_inferred += sum(face.inferred for face in processed.faces)
+
+
+@dataclass
+class PipelineTally:
+    """What the pipeline's frames add to the report beyond speed."""
+
+    shown: dict[int, ShownFaces] = field(default_factory=dict)  # for the tracking evaluation
+    people: int = 0  # tracks long enough to count as a person (events written)
+    full_scans: int = 0
+    batches: list[int] = field(default_factory=list)  # faces per model run
+
+    def add(self, processed: FrameResult) -> None:
+        self.shown[processed.frame_index] = [(f.track_id, f.box) for f in processed.faces]
+        self.people += len(processed.finished)
+        self.full_scans += processed.full_scan
+        batch = sum(face.inferred for face in processed.faces)
+        if batch:
+            self.batches.append(batch)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "people": self.people,
+            "full_scans": self.full_scans,
+            "model_runs": len(self.batches),
+            "mean_batch": round(float(np.mean(self.batches)), 3) if self.batches else 0.0,
+            "shown": self.shown,  # dropped from the report
+        }
+
+
+def run_pipeline(spec: str, analyzer: Analyzer, max_frames: int | None) -> PhaseResult:
+    """The product's loop: decoded ahead on a thread, as the runner does for files, so
+    "decode" is the decoder's time on its thread and "wait" how long the analysis waited."""
+    tally = PipelineTally()
+    result = run_loop(spec, analyzer, max_frames, read_ahead=True, on_result=tally.add)
+    tally.people += len(analyzer.finish())
+    result.extra = tally.to_json()
+    return result
+
+
+def run_naive(spec: str, detector: FaceDetector, model: AgeGenderModel, max_frames: int | None) -> PhaseResult:
+    """The naive loop: decoding inline, every face of every frame to the model alone."""
+    return run_loop(spec, NaiveAnalyzer(detector, model), max_frames, read_ahead=False)
 
 
 # ------------------------------------------------------------------ tracking quality
 
 
 def truth_for(spec: str) -> dict[str, Any] | None:
-    """realtime.synthetic's ground truth for the video, when it sits beside it."""
-    from .synthetic import truth_path
-
+    """tooling.scenes' ground truth for the video, when it sits beside it."""
     path = truth_path(spec)
     if not Path(spec).is_file() or not path.is_file():
         return None
@@ -295,8 +328,6 @@ def truth_for(spec: str) -> dict[str, Any] | None:
 
 def match_frame(truth: Sequence[dict[str, Any]], shown: ShownFaces) -> list[tuple[int, int]]:
     """(true id, track id) pairs of one frame, greedily by IoU."""
-    from .synthetic import iou
-
     pairs = sorted(
         ((iou(t["box"], box), t["id"], track) for t in truth for track, box in shown),
         reverse=True,
@@ -727,26 +758,6 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 # -------------------------------------------------------------------- command line
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def batch_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(positive_int(part) for part in text.split(","))
@@ -754,13 +765,8 @@ def batch_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m realtime.bench", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m tooling.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--source", required=True, help="video file or image folder")
     p.add_argument("--json", type=Path, help="write the full report here")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",

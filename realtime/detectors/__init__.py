@@ -1,0 +1,1 @@
+"""Face detector implementations, one module each; `realtime.detection.ENGINES` names them."""
