@@ -18,7 +18,6 @@ frontal faces of 80-150 px are found at 95% recall (IoU >= 0.3, median IoU 0.82)
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -34,6 +33,7 @@ import numpy as np
 
 from realtime.paths import ROOT as REPO_ROOT
 from realtime.paths import SHARED_DATA
+from training.labels import read_label_rows
 
 DEFAULT_FACES_DIR = SHARED_DATA / "faces"
 TRUTH_VERSION = 1
@@ -264,21 +264,13 @@ def resolve_faces_dir(faces_dir: str | Path | None) -> Path:
 
 @lru_cache(maxsize=4)
 def load_labels(faces_dir: Path) -> tuple[FaceRecord, ...]:
-    """Faces with a usable label: known gender and an age in 1..100."""
-    out = []
-    with open(faces_dir / "labels.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                age = int(row["age"])
-                orig_px = int(row["orig_px"] or 0)
-            except ValueError:
-                continue
-            if not 1 <= age <= 100 or row["gender"] not in ("male", "female"):
-                continue
-            if row["source"] not in GEOMETRY:
-                continue
-            out.append(FaceRecord(row["file"], row["gender"], age, row["race"], row["source"], orig_px))
-    return tuple(out)
+    """Faces with a usable label: known gender and an age in 1..100 (the project's one reader)."""
+    rows = read_label_rows(faces_dir / "labels.csv")
+    return tuple(
+        FaceRecord(r.file, r.gender, r.age, r.race, r.source, r.orig_px)
+        for r in rows
+        if r.age is not None and r.gender is not None and r.source in GEOMETRY
+    )
 
 
 @lru_cache(maxsize=256)
