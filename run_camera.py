@@ -69,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--give-up-after", type=give_up_seconds, metavar="SECONDS", help="a camera or stream down this long ends the run (exit 3, outputs complete); 0 or never: keep retrying (default: 60, never with --kiosk)")
     g = p.add_argument_group("tuning")
     g.add_argument("--detector", choices=("full", "short"), default="full", help="BlazeFace full-range (default; small and distant faces) or short-range (faces within 2 m)")
+    g.add_argument("--detector-engine", choices=("mediapipe", "onnx"), default="mediapipe", help="what runs BlazeFace: MediaPipe (default) or onnxruntime (the same faces; many tiles per run; CPU, CUDA, TensorRT)")
     g.add_argument("--min-confidence", type=probability, default=0.5, help="detector score threshold (default 0.5)")
     g.add_argument("--track-timeout", type=positive_float, default=1.0, help="seconds without a detection before a person counts as gone (default 1)")
     g.add_argument("--refresh", type=positive_int, default=15, help="re-estimate each face at least every N frames (default 15)")
     g.add_argument("--scan-interval", type=positive_int, help="large frames: full tiled face scan spread over N frames (default: 0.3 s of video)")
     g.add_argument("--detect-every", type=positive_int, help="run the face detector on every Nth frame, moving boxes by their tracked velocity in between (default: as many frames as keep 15 detections a second; 1 at 25 fps, 2 at 30)")
     g.add_argument("--tile-size", type=positive_int, default=640, help="tile side for scanning large frames (default 640)")
+    g.add_argument("--min-face", type=positive_float, default=12.0, metavar="PX", help="frames up to 800 px: the smallest face to look for; where one detector pass cannot see it, the frame is also swept every 2 s in smaller tiles (default 12; faces under 20 px are tracked and counted, never estimated)")
     g.add_argument("--folder-fps", type=folder_fps, default=25.0, help="frame rate assigned to an image folder (default 25)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
     from realtime.kiosk.session import add_arguments as add_kiosk_arguments
@@ -119,7 +121,7 @@ def check_option_combinations(args: argparse.Namespace) -> None:
 
     TrackerOptions(timeout_s=args.track_timeout)
     # the tile size is checked against the detector network's input, read from its file
-    check_options(DetectorOptions(model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size))
+    check_options(DetectorOptions(engine=args.detector_engine, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +171,7 @@ def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
         model_path=args.model,
         device=args.device,
         fps=fps,
-        detector=DetectorOptions(model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size),
+        detector=DetectorOptions(engine=args.detector_engine, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face),
         tracker=TrackerOptions(timeout_s=args.track_timeout),
         schedule=ScheduleOptions(refresh_frames=args.refresh),
         scan_interval=args.scan_interval,

@@ -51,6 +51,7 @@ log = logging.getLogger("realtime")
 # so that an engine's library loads only when it runs
 ENGINES: dict[str, str] = {
     "mediapipe": "realtime.detectors.mediapipe:MediaPipeFaceDetector",
+    "onnx": "realtime.detectors.onnx_blazeface:OnnxBlazeFace",
 }
 
 
@@ -74,6 +75,11 @@ class DetectorOptions:
     # 19 of its 192 px, above the 12 px a 40 px face has in a 640 px tile of a full scan.
     mosaic_cell: int = 160
     mosaic_max_side: int = 4  # cells per side of one mosaic; more faces take more mosaics
+    # the smallest face (box side in frame pixels) to find in frames too small for
+    # `tile_size` tiles: where the whole-frame pass cannot see it, those frames are also
+    # swept in smaller tiles (tiling.scan_plan). 12 px finds the back row of a 480x270
+    # classroom; whether a face is big enough to estimate is ScheduleOptions.min_estimate_px
+    min_face_px: float = 12.0
     model_dir: Path = MODELS_DIR
 
 
@@ -128,6 +134,10 @@ def check_options(options: DetectorOptions) -> int:
     # an overlap of 1 or more steps tiles forward by a pixel at a time (see tiling.tile_grid)
     if not 0.0 <= options.tile_overlap <= 0.9:
         raise UserError(f"tile overlap must be between 0 and 0.9, got {options.tile_overlap}")
+    # each halving of the smallest face quadruples a small frame's tiles (tiling.scan_plan);
+    # infinity turns the small-face sweep off
+    if not options.min_face_px >= 8.0:
+        raise UserError(f"minimum face size must be at least 8 px, got {options.min_face_px}")
     side = int(engine_class(options.engine).check_options(options))
     # the network scales every tile to its input: smaller tiles only multiply the passes
     # over the same pixels (1 px tiles meant 300,000 passes for one 640x480 frame)

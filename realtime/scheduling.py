@@ -19,7 +19,9 @@ import numpy as np
 @dataclass(frozen=True)
 class ScheduleOptions:
     refresh_frames: int = 15  # a track is re-inferred at least this often while usable
-    min_face_px: float = 20.0  # box side below which age is guesswork
+    # box side below which age is guesswork: smaller faces are tracked and counted but
+    # never given to the model, so a person never seen this big has no age or gender
+    min_estimate_px: float = 20.0
     min_sharpness: float = 8.0  # variance of the Laplacian on a 64 px grey thumbnail
     min_frontal: float = 0.3  # 1 is facing the camera, 0 is profile
     better_view: float = 1.3  # quality ratio over the best view so far that earns an early refresh
@@ -106,7 +108,7 @@ def assess(image_bgr: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None,
     sharp = sharpness(image_bgr, box)
     frontal = frontalness(keypoints)
     score = min(size / 96.0, 1.0) * min(sharp / 60.0, 1.0) ** 0.5 * frontal
-    usable = size >= options.min_face_px and sharp >= options.min_sharpness and frontal >= options.min_frontal
+    usable = size >= options.min_estimate_px and sharp >= options.min_sharpness and frontal >= options.min_frontal
     return FaceQuality(size_px=size, sharpness=sharp, frontal=frontal, score=float(score), usable=usable)
 
 
