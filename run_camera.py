@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from realtime.kiosk.session import KioskRun
     from realtime.sources import SourceInfo
 
-from realtime.cli import OneLineParser, checked_number, positive_float, positive_int, probability, silence_native_logs
+from realtime.cli import OneLineParser, checked_number, non_negative_float, positive_float, positive_int, probability, silence_native_logs
 
 silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
 
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scan-interval", type=positive_int, help="large frames: full tiled face scan spread over N frames (default: 0.3 s of video)")
     g.add_argument("--detect-every", type=positive_int, help="run the face detector on every Nth frame, moving boxes by their tracked velocity in between (default: as many frames as keep 15 detections a second; 1 at 25 fps, 2 at 30)")
     g.add_argument("--tile-size", type=positive_int, default=640, help="tile side for scanning large frames (default 640)")
+    g.add_argument("--still-rescan", type=non_negative_float, default=2.0, metavar="S", help="large frames from a fixed camera: tiles where nothing changed are searched for new faces only every S seconds (default 2; 0 searches every tile every sweep)")
     g.add_argument("--min-face", type=positive_float, default=12.0, metavar="PX", help="frames up to 800 px: the smallest face to look for; where one detector pass cannot see it, the frame is also swept every 2 s in smaller tiles (default 12; faces under 20 px are tracked and counted, never estimated)")
     g.add_argument("--folder-fps", type=folder_fps, default=25.0, help="frame rate assigned to an image folder (default 25)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
@@ -121,7 +122,7 @@ def check_option_combinations(args: argparse.Namespace) -> None:
 
     TrackerOptions(timeout_s=args.track_timeout)
     # the tile size is checked against the detector network's input, read from its file
-    check_options(DetectorOptions(engine=args.detector_engine, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face))
+    check_options(DetectorOptions(engine=args.detector_engine, device=args.device, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face, still_rescan_s=args.still_rescan))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +172,7 @@ def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
         model_path=args.model,
         device=args.device,
         fps=fps,
-        detector=DetectorOptions(engine=args.detector_engine, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face),
+        detector=DetectorOptions(engine=args.detector_engine, device=args.device, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face, still_rescan_s=args.still_rescan),
         tracker=TrackerOptions(timeout_s=args.track_timeout),
         schedule=ScheduleOptions(refresh_frames=args.refresh),
         scan_interval=args.scan_interval,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
@@ -58,6 +59,8 @@ ENGINES: dict[str, str] = {
 @dataclass(frozen=True)
 class DetectorOptions:
     engine: str = "mediapipe"  # a key of ENGINES
+    # where an engine that can choose runs (onnx: auto, cpu, cuda, tensorrt, as --device)
+    device: str = "auto"
     model: DetectorModel = "full"
     min_confidence: float = 0.5
     # frames whose longer side exceeds 1.25x this are scanned in tiles of this size:
@@ -80,6 +83,11 @@ class DetectorOptions:
     # swept in smaller tiles (tiling.scan_plan). 12 px finds the back row of a 480x270
     # classroom; whether a face is big enough to estimate is ScheduleOptions.min_estimate_px
     min_face_px: float = 12.0
+    # the tiles of a large frame from a fixed camera that showed no change since they
+    # were last searched are searched for newcomers only this often, in seconds
+    # (realtime/motion.py); known faces are followed every detection frame regardless.
+    # 0: every tile every sweep
+    still_rescan_s: float = 2.0
     model_dir: Path = MODELS_DIR
 
 
@@ -138,6 +146,10 @@ def check_options(options: DetectorOptions) -> int:
     # infinity turns the small-face sweep off
     if not options.min_face_px >= 8.0:
         raise UserError(f"minimum face size must be at least 8 px, got {options.min_face_px}")
+    if not 0.0 <= options.still_rescan_s < math.inf:
+        raise UserError(
+            f"still-tile rescan must be 0 (off) or a finite number of seconds, got {options.still_rescan_s}"
+        )
     side = int(engine_class(options.engine).check_options(options))
     # the network scales every tile to its input: smaller tiles only multiply the passes
     # over the same pixels (1 px tiles meant 300,000 passes for one 640x480 frame)

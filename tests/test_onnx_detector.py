@@ -183,3 +183,19 @@ def test_export_reproduces_the_shipped_files(tmp_path):
     assert main(["--models-dir", str(tmp_path), "--parity-faces", "4"]) == 0
     for name in ("blazeface_full_range.onnx", "blazeface_short_range.onnx"):
         assert (tmp_path / name).read_bytes() == (MODELS_DIR / name).read_bytes(), name
+
+
+def test_the_detector_runs_on_the_device_asked_for():
+    """`--device` reaches the detector engine as it reaches the age model."""
+    import onnxruntime as ort
+
+    from realtime.errors import UserError
+
+    cpu = create_engine(DetectorOptions(engine="onnx", device="cpu"))
+    try:
+        assert cpu.providers == ["CPUExecutionProvider"]
+    finally:
+        cpu.close()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(UserError, match="failed to initialise|not available|cuda"):
+            create_engine(DetectorOptions(engine="onnx", device="cuda"))

@@ -219,7 +219,7 @@ class OnnxBlazeFace:
 
     @classmethod
     def create_from_options(cls, options: DetectorOptions = DetectorOptions()) -> OnnxBlazeFace:
-        return cls.create(options, "auto")
+        return cls.create(options, options.device)
 
     @classmethod
     def create(cls, options: DetectorOptions, device: str = "auto", threads: int = 0) -> OnnxBlazeFace:
