@@ -12,17 +12,17 @@ good, 130 stopped by a signal, 1 unexpected error).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from realtime.analyzer import Analyzer, AnalyzerOptions
+    from realtime.detection import DetectorOptions
     from realtime.kiosk.session import KioskRun
     from realtime.sources import SourceInfo
 
-from realtime.cli import OneLineParser, checked_number, non_negative_float, positive_float, positive_int, probability, silence_native_logs
+from realtime.cli import OneLineParser, checked_number, non_negative_float, positive_float, positive_int, probability, run_command, silence_native_logs
 
 silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
 
@@ -117,12 +117,12 @@ def check_option_combinations(args: argparse.Namespace) -> None:
         needed, stray = "", []
     if stray:
         raise UserError(f"{', '.join(stray)} {'needs' if len(stray) == 1 else 'need'} {needed}")
-    from realtime.detection import DetectorOptions, check_options
+    from realtime.detection import check_options
     from realtime.tracking import TrackerOptions
 
     TrackerOptions(timeout_s=args.track_timeout)
     # the tile size is checked against the detector network's input, read from its file
-    check_options(DetectorOptions(engine=args.detector_engine, device=args.device, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face, still_rescan_s=args.still_rescan))
+    check_options(detector_options(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,23 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         from rich.console import Console
 
-        from realtime.errors import UserError
-
         console = Console(stderr=True)
-        try:
+
+        def work() -> int:
             check_option_combinations(args)
             return run(args, console)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        except KeyboardInterrupt:
-            print(f"interrupted by {shutdown.signal_name or 'SIGINT'}", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except Exception as exc:  # the last line of defence: one line, not a traceback
-            if os.environ.get("AGEGENDER_DEBUG"):
-                raise
-            print(f"error: unexpected {type(exc).__name__}: {exc} (set AGEGENDER_DEBUG=1 for details)", file=sys.stderr)
-            return 1
+
+        return run_command(work, interrupted=lambda: f"interrupted by {shutdown.signal_name or 'SIGINT'}")
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path | None]:
@@ -162,9 +152,22 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path | None]:
     return {kind.name: getattr(args, kind.option.lstrip("-").replace("-", "_")) for kind in OUTPUTS}
 
 
+def detector_options(args: argparse.Namespace) -> "DetectorOptions":
+    from realtime.detection import DetectorOptions
+
+    return DetectorOptions(
+        engine=args.detector_engine,
+        device=args.device,
+        model=args.detector,
+        min_confidence=args.min_confidence,
+        tile_size=args.tile_size,
+        min_face_px=args.min_face,
+        still_rescan_s=args.still_rescan,
+    )
+
+
 def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
     from realtime.analyzer import AnalyzerOptions
-    from realtime.detection import DetectorOptions
     from realtime.scheduling import ScheduleOptions
     from realtime.tracking import TrackerOptions
 
@@ -172,7 +175,7 @@ def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
         model_path=args.model,
         device=args.device,
         fps=fps,
-        detector=DetectorOptions(engine=args.detector_engine, device=args.device, model=args.detector, min_confidence=args.min_confidence, tile_size=args.tile_size, min_face_px=args.min_face, still_rescan_s=args.still_rescan),
+        detector=detector_options(args),
         tracker=TrackerOptions(timeout_s=args.track_timeout),
         schedule=ScheduleOptions(refresh_frames=args.refresh),
         scan_interval=args.scan_interval,

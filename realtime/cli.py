@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable
 
 from .errors import UserError
+from .shutdown import EXIT_INTERRUPTED
 
 EXIT_UNEXPECTED = 1
-EXIT_INTERRUPTED = 130
 DEBUG_ENV = "AGEGENDER_DEBUG"
 
 # read by the native libraries when they load, so they must be set before that

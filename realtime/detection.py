@@ -27,17 +27,18 @@ loads, return the input side) and `create_from_options(options)`; then one line 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import supervision as sv
 
-from .errors import UserError
+from .errors import ModelError, UserError
 from .metadata import BLAZEFACE_KEYPOINTS, ModelMetadata
 from .paths import MODELS_DIR
 
@@ -159,6 +160,20 @@ def check_options(options: DetectorOptions) -> int:
             f"({side} px): use at least {side}"
         )
     return side
+
+
+def verified_detector_file(model: str, model_dir: Path, files: Mapping[str, tuple[str, str]], missing_hint: str = "") -> Path:
+    """The file for `model` among an engine's `files` (model -> (name, sha256)), refusing
+    an unknown model, a missing file or an altered one."""
+    if model not in files:
+        raise ModelError(f"unknown detector model {model!r}: choose one of {', '.join(files)}")
+    name, expected = files[model]
+    path = Path(model_dir) / name
+    if not path.is_file():
+        raise ModelError(f"detector model file is missing: {path}{missing_hint}")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        raise ModelError(f"detector model file is corrupted (checksum mismatch): {path}")
+    return path
 
 
 def empty_detections(n_keypoints: int = N_KEYPOINTS) -> sv.Detections:

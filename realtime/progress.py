@@ -62,15 +62,12 @@ class RunProgress:
         self._task = self._ctx.add_task(Path(self.info.name).name, total=total, fps=0.0)
         return self._tick_file
 
-    def _fps(self) -> float:
-        return self.state.fps()
-
     def _tick_file(self) -> None:
-        self._ctx.update(self._task, advance=1, fps=self._fps())
+        self._ctx.update(self._task, advance=1, fps=self.state.fps())
 
     def _status(self) -> str:
         s = self.state
-        line = f"{self.info.name}: {s.frames} frames, {self._fps():.1f} fps, {s.faces_now} faces now, {s.people_count} people done"
+        line = f"{self.info.name}: {s.frames} frames, {self.state.fps():.1f} fps, {s.faces_now} faces now, {s.people_count} people done"
         down = self.source.stats.status if isinstance(self.source, LiveSource) else None
         return f"{line} | {down}" if down else line
 

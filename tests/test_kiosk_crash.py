@@ -22,8 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from realtime.analyzer import FaceResult, FrameResult, TrackSummary
-from realtime.kiosk.attention import project
+from realtime.analyzer import FrameResult
 from realtime.kiosk.session import KioskSession
 from realtime.kiosk.store import (
     SCHEMA_VERSION,
@@ -34,14 +33,11 @@ from realtime.kiosk.store import (
     store_file,
 )
 from realtime.kiosk.visits import VisitRules
+from tests.kiosk_results import FPS, T0, Clock, face, summary
 from realtime.paths import ROOT
-from realtime.scheduling import FaceQuality
-from realtime.smoothing import Estimates
 from realtime.sources import LiveStats
 from tests.conftest import WEBCAM, run_cli
 
-T0 = 1_750_000_000.0
-FPS = 10.0
 
 
 def sql(data_dir: Path, query: str, params: tuple = ()) -> list[tuple]:
@@ -52,22 +48,6 @@ def sql(data_dir: Path, query: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def face(track_id: int) -> FaceResult:
-    q = FaceQuality(size_px=80, sharpness=50, frontal=1.0, score=0.8, usable=True)
-    return FaceResult(track_id, (0, 0, 1, 1), 0.9, Estimates(40, 2.0, "male", 0.95), False, q, tuple(project(0, 0, scale=0.2)))
-
-
-def summary(track_id: int, first: float, last: float) -> TrackSummary:
-    return TrackSummary(track_id, int(first * FPS), int(last * FPS), first, last, int((last - first) * FPS) + 1, 3,
-                        Estimates(40.0, 2.0, "male", 0.95))
 
 
 def feed(session: KioskSession, clock: Clock, first: int, last: int) -> None:

@@ -7,24 +7,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from realtime.analyzer import FaceResult, FrameResult, TrackSummary
-from realtime.kiosk.attention import project
+from realtime.analyzer import FrameResult, TrackSummary
 from realtime.kiosk.session import KioskSession
 from realtime.kiosk.store import GapRow, KioskStore, StoreReader
 from realtime.kiosk.visits import VisitRules
-from realtime.scheduling import FaceQuality
-from realtime.smoothing import Estimates
+from tests.kiosk_results import FPS, T0, Clock, face, summary
 
-FPS = 10.0
-T0 = 1_750_000_000.0
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @dataclass
@@ -37,14 +25,6 @@ class FakeLiveSource:
     stats: FakeStats = field(default_factory=FakeStats)
 
 
-def face(track_id: int) -> FaceResult:
-    q = FaceQuality(size_px=80, sharpness=50, frontal=1.0, score=0.8, usable=True)
-    return FaceResult(track_id, (0, 0, 1, 1), 0.9, Estimates(40, 2.0, "male", 0.95), False, q, tuple(project(0, 0, scale=0.2)))
-
-
-def summary(track_id: int, first: float, last: float) -> TrackSummary:
-    return TrackSummary(track_id, int(first * FPS), int(last * FPS), first, last, int((last - first) * FPS) + 1, 3,
-                        Estimates(40.0, 2.0, "male", 0.95))
 
 
 def run_frames(session: KioskSession, clock: Clock, seconds: float, speed: float, finished_at: dict[int, TrackSummary]):

@@ -10,7 +10,6 @@ in every frame, so `full` is the default. BlazeFace sees a 192x192 (full) or 128
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from ..detection import DetectorOptions, empty_detections
+from ..detection import DetectorOptions, empty_detections, verified_detector_file
 from ..errors import ModelError
 from ..metadata import BLAZEFACE_KEYPOINTS
 
@@ -110,17 +109,8 @@ class MediaPipeFaceDetector:
 
 
 def verified_model_path(model: str, model_dir: Path) -> Path:
-    """The detector file for `model`, refusing a missing or altered file."""
-    if model not in MODEL_FILES:
-        raise ModelError(f"unknown detector model {model!r}: choose one of {', '.join(MODEL_FILES)}")
-    name, expected = MODEL_FILES[model]
-    path = Path(model_dir) / name
-    if not path.is_file():
-        raise ModelError(f"detector model file is missing: {path}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != expected:
-        raise ModelError(f"detector model file is corrupted (checksum mismatch): {path}")
-    return path
+    """The .tflite file for `model`, refusing a missing or altered file."""
+    return verified_detector_file(model, model_dir, MODEL_FILES)
 
 
 def model_input_size(path: Path) -> int:

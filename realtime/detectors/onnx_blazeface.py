@@ -27,7 +27,6 @@ for the age and gender model (`realtime.model.requested_providers`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from ..detection import DetectorOptions, empty_detections
+from ..detection import DetectorOptions, empty_detections, verified_detector_file
 from ..errors import ModelError, UserError
 from ..metadata import BLAZEFACE_KEYPOINTS
 from ..model import (
@@ -276,15 +275,7 @@ class OnnxBlazeFace:
 
 def verified_model_path(model: str, model_dir: Path) -> Path:
     """The ONNX detector file for `model`, refusing a missing or altered file."""
-    if model not in MODEL_FILES:
-        raise ModelError(f"unknown detector model {model!r}: choose one of {', '.join(MODEL_FILES)}")
-    name, expected = MODEL_FILES[model]
-    path = Path(model_dir) / name
-    if not path.is_file():
-        raise ModelError(f"detector model file is missing: {path} (write it with `python -m export.blazeface`)")
-    if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-        raise ModelError(f"detector model file is corrupted (checksum mismatch): {path}")
-    return path
+    return verified_detector_file(model, model_dir, MODEL_FILES, " (write it with `python -m export.blazeface`)")
 
 
 def read_spec(path: Path) -> BlazeFaceSpec:

@@ -21,6 +21,9 @@ import numpy as np
 from ..errors import OutputError
 from ..files import free_bytes, refuse_clashes, write_text_atomic
 
+REMOVED = "the file was removed while it was being written"
+# below this much free space a failed write is put down to a full disk
+FULL_BELOW_BYTES = 1 << 20
 FOURCC_FOR_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 
 
@@ -108,7 +111,7 @@ class VideoFile:
         self.frames += 1
         if self.frames % self.WATCH_EVERY == 0 and self._removed():
             self.failed = True
-            raise OutputError(f"cannot write video {self.path}: the file was removed while it was being written")
+            raise OutputError(f"cannot write video {self.path}: {REMOVED}")
 
     def _removed(self) -> bool:
         if self._watch is None:
@@ -120,11 +123,12 @@ class VideoFile:
 
     def _why(self) -> str:
         if self._removed():
-            return "the file was removed while it was being written"
+            return REMOVED
+        return "the disk is full" if self._disk_full() else "the encoder failed"
+
+    def _disk_full(self) -> bool:
         free = free_bytes(self.path.parent)
-        if free is not None and free < 1 << 20:
-            return "the disk is full"
-        return "the encoder failed"
+        return free is not None and free < FULL_BELOW_BYTES
 
     def close(self) -> None:
         """Finalises the file (its index: an mp4 without one does not play) and checks it."""
@@ -139,9 +143,9 @@ class VideoFile:
         if self.failed:
             return  # the failing write already said why
         if removed:
-            raise OutputError(f"cannot write video {self.path}: the file was removed while it was being written")
+            raise OutputError(f"cannot write video {self.path}: {REMOVED}")
         if self.frames and not _plays(self.path, self.frames):
-            why = "the disk is full" if (free_bytes(self.path.parent) or 0) < 1 << 20 else "the file is incomplete"
+            why = "the disk is full" if self._disk_full() else "the file is incomplete"
             raise OutputError(f"cannot finish video {self.path}: {why}")
 
     def __enter__(self) -> "VideoFile":
