@@ -3,6 +3,8 @@
 
     python run_camera.py --source 0
     python run_camera.py --source clip.mp4 --no-display --output out.mp4 --events events.jsonl
+    python run_camera.py --source a.mp4 --source rtsp://cam2/live --events 'events-{name}.jsonl'
+    python run_camera.py --sources cameras.toml --summary run.json
 
 Command line only: parse options, build an analyzer, pump frames, map failures to exit
 codes (0 done, 2 bad input or an output that cannot be written, 3 a live source lost for
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from realtime.analyzer import Analyzer, AnalyzerOptions
+    from realtime.cameras import Camera
     from realtime.detection import DetectorOptions
     from realtime.kiosk.session import KioskRun
     from realtime.sources import SourceInfo
@@ -57,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find, track and estimate the apparent age and gender of every face in a video. "
         "Estimates are statistical guesses from appearance; the tool never identifies anyone.",
     )
-    p.add_argument("--source", default="0", help="camera index (0), video file, image folder or stream URL (rtsp://, http://)")
+    p.add_argument("--source", action="append", metavar="SOURCE", help="camera index (default 0), video file, image folder or stream URL (rtsp://, http://); repeat for several streams in one process (file outputs then need {name} in their path)")
+    p.add_argument("--sources", type=Path, metavar="TOML", help="cameras file: one [[camera]] table per stream with name, source and per-camera options (see README)")
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"age/gender ONNX model (default: {DEFAULT_MODEL.name})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto", help="execution provider (auto: TensorRT, CUDA, then CPU)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
@@ -183,10 +187,39 @@ def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
     )
 
 
+def cameras_of(args: argparse.Namespace) -> "list[Camera]":
+    """The streams asked for: the cameras file, or each --source (camera 0 by default)."""
+    from realtime.cameras import from_sources, load_cameras
+    from realtime.errors import UserError
+
+    if args.sources is not None:
+        if args.source:
+            raise UserError("give --source or --sources, not both")
+        return load_cameras(args.sources)
+    return from_sources(args.source or ["0"])
+
+
+def give_up_for(args: argparse.Namespace, kiosk: bool, camera: "Camera | None" = None) -> float | None:
+    """Seconds a live source may stay down: a kiosk keeps retrying unless told otherwise,
+    a one-off run gives up; a camera's own setting (0: never) wins."""
+    own = camera.overrides.give_up_after_s if camera is not None else None
+    if own is not None:
+        return float("inf") if own == 0 else own
+    return args.give_up_after if kiosk or args.give_up_after is not None else DEFAULT_GIVE_UP_AFTER_S
+
+
 def run(args: argparse.Namespace, console: Any) -> int:
+    cameras = cameras_of(args)
+    if len(cameras) > 1 or args.sources is not None:
+        return run_streams(args, cameras, console)
+    return run_one(args, cameras[0], console)
+
+
+def run_one(args: argparse.Namespace, camera: "Camera", console: Any) -> int:
     from contextlib import ExitStack
 
     from realtime.analyzer import Analyzer
+    from realtime.cameras import per_camera_paths
     from realtime.kiosk.session import KioskRun, options_from_args
     from realtime.kiosk.store import store_file
     from realtime.redact import redact
@@ -195,15 +228,14 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from realtime.sources import open_source
 
     kiosk = options_from_args(args) if args.kiosk else None
-    outputs = output_paths(args)
+    spec = camera.source
+    outputs = {**output_paths(args), **per_camera_paths(output_paths(args), [camera])[camera.name]}
     inputs = {"--model": args.model, "--data-dir": store_file(kiosk.data_dir) if kiosk else None}
-    check_outputs(args.source, {kind.option: outputs[kind.name] for kind in OUTPUTS}, inputs)
-    # a kiosk keeps retrying a camera unless told otherwise; a one-off run gives up
-    give_up = args.give_up_after if kiosk or args.give_up_after is not None else DEFAULT_GIVE_UP_AFTER_S
+    check_outputs(spec, {kind.option: outputs[kind.name] for kind in OUTPUTS}, inputs)
     with ExitStack() as stack:
         stack.enter_context(console_logging(console))  # warnings while opening, too
-        kiosk_run = stack.enter_context(KioskRun.open(kiosk, redact(args.source), console)) if kiosk else None
-        source = stack.enter_context(open_source(args.source, folder_fps=args.folder_fps, give_up_after_s=give_up))
+        kiosk_run = stack.enter_context(KioskRun.open(kiosk, redact(spec), console)) if kiosk else None
+        source = stack.enter_context(open_source(spec, folder_fps=args.folder_fps, give_up_after_s=give_up_for(args, kiosk is not None)))
         analyzer = stack.enter_context(Analyzer.create_from_options(analyzer_options(args, source.info.fps)))
         console.print(banner(source.info, analyzer, args.model, kiosk_run), soft_wrap=True)
         options = RunOptions(
@@ -218,7 +250,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
         if kiosk_run:
             kiosk_run.ended(summary)
     if kiosk_run:
-        console.print(kiosk_run.result_line(summary))
+        console.print(kiosk_run.result_line(summary), markup=False, soft_wrap=True)
     else:
         if not args.quiet:
             console.print(people_table(summary.people))
@@ -226,6 +258,74 @@ def run(args: argparse.Namespace, console: Any) -> int:
         console.print(f"{state}: {summary.frames} frames at {summary.processing_fps} fps, {summary.tracks} people")
     # outputs are complete either way; the exit status tells a script the run was cut short
     return 130 if summary.interrupted else 0
+
+
+def camera_analyzer_options(args: argparse.Namespace, camera: "Camera", fps: float) -> "AnalyzerOptions":
+    """The command line's analyzer options with the camera's own settings over them."""
+    from dataclasses import replace
+
+    from realtime.cameras import with_overrides
+
+    base = analyzer_options(args, fps)
+    o = camera.overrides
+    return replace(
+        with_overrides(base, o, {"detect_every": "detect_every", "scan_interval": "scan_interval"}),
+        detector=with_overrides(base.detector, o, {"min_face_px": "min_face_px", "still_rescan_s": "still_rescan_s"}),
+        tracker=with_overrides(base.tracker, o, {"track_timeout_s": "timeout_s"}),
+        schedule=with_overrides(base.schedule, o, {"refresh_frames": "refresh_frames"}),
+    )
+
+
+def run_streams(args: argparse.Namespace, cameras: "list[Camera]", console: Any) -> int:
+    """Several streams in one process, sharing one detector engine and one model."""
+    from contextlib import ExitStack
+
+    from realtime.cameras import per_camera_paths
+    from realtime.kiosk.session import KioskRun, options_from_args
+    from realtime.kiosk.store import store_file
+    from realtime.runner import console_logging
+    from realtime.sinks import OUTPUTS, TiledWindow, build_sinks, check_outputs, write_json_atomic
+    from realtime.sources import open_source
+    from realtime.streams import SharedEngines, Stream, StreamsOptions, exit_code, run_streams as run_all, streams_table
+
+    kiosk = options_from_args(args) if args.kiosk else None
+    outputs = output_paths(args)
+    per_camera = per_camera_paths(outputs, cameras)
+    option = {kind.name: kind.option for kind in OUTPUTS}
+    labelled = {f"{option[o]} ({c.name})": p for c in cameras for o, p in per_camera[c.name].items()}
+    inputs = {"--model": args.model, "--data-dir": store_file(kiosk.data_dir) if kiosk else None, "--sources": args.sources}
+    check_outputs([c.source for c in cameras], {**labelled, "--summary": outputs["summary"]}, inputs)
+    display = not args.no_display and kiosk is None
+    with ExitStack() as stack:
+        stack.enter_context(console_logging(console))
+        kiosk_run = stack.enter_context(KioskRun.open(kiosk, ", ".join(c.name for c in cameras), console)) if kiosk else None
+        engines = stack.enter_context(SharedEngines.create(detector_options(args), args.model, args.device))
+        window = TiledWindow([c.name for c in cameras]) if display else None
+        streams = []
+        for camera in cameras:
+            source = stack.enter_context(open_source(camera.source, folder_fps=camera.overrides.folder_fps or args.folder_fps, give_up_after_s=give_up_for(args, kiosk is not None, camera)))
+            analyzer = stack.enter_context(engines.analyzer(camera_analyzer_options(args, camera, source.info.fps)))
+            sinks = build_sinks(per_camera[camera.name])
+            sinks += [window.slot(camera.name)] if window else []
+            sinks += [kiosk_run.session_for(source, camera=camera.kiosk_id)] if kiosk_run else []
+            streams.append(Stream(camera.name, source, analyzer, sinks, max_frames=args.max_frames))
+            console.print(f"stream {camera.name}: {source.info.kind} {source.info.name} {source.info.width}x{source.info.height} @ {source.info.fps:g} fps", soft_wrap=True)
+        console.print(f"{len(streams)} streams | model: {engines.model.metadata.name} ({args.model.name}) | providers: {', '.join(engines.model.providers)} | detector: {engines.engine.name}, shared", soft_wrap=True)
+        if window:
+            window.open()
+            stack.callback(window.close)
+        options = StreamsOptions(progress=not args.quiet, keep_people=kiosk is None, after_tick=window.show if window else None)
+        summary = run_all(streams, engines.model, options, console)
+        if outputs["summary"] is not None:
+            write_json_atomic(outputs["summary"], summary.to_dict())
+        if kiosk_run:
+            kiosk_run.ended(summary)
+    console.print(streams_table(streams, f"{len(streams)} streams: {summary.frames} frames at {summary.aggregate_fps} fps together"))
+    for name, error in summary.failures:
+        console.print(f"stream {name} failed: {error}", markup=False, soft_wrap=True)
+    if kiosk_run:
+        console.print(kiosk_run.result_line(summary), markup=False, soft_wrap=True)
+    return exit_code(summary, streams)
 
 
 def banner(info: "SourceInfo", analyzer: "Analyzer", model: Path, kiosk_run: "KioskRun | None") -> str:

@@ -175,6 +175,21 @@ class FrameResult:
     full_scan: bool = True  # a search of the whole frame for new faces completed with this frame
 
 
+@dataclass(frozen=True)
+class PendingFrame:
+    """A frame detected, tracked and scheduled (`Analyzer.begin`), waiting for the model's
+    outputs for `crops`, one row per chosen face in `seen` order (`Analyzer.complete`)."""
+
+    frame_index: int
+    time: float
+    crops: np.ndarray  # (N, S, S, 3) BGR uint8, N may be 0
+    seen: list[tuple[Track, FaceQuality]]  # every face of the frame, with its view's quality
+    chosen: frozenset[int]  # track ids the crops are of
+    timings: dict[str, float]
+    full_scan: bool
+    coasting: bool = False  # a frame the detector skips: nothing to infer
+
+
 @dataclass
 class RollingScan:
     """Spreads a full scan's detector passes over frames: a slice each frame, a sweep per interval.
@@ -312,8 +327,21 @@ class Analyzer:
         return self.model.providers
 
     def process(self, image: np.ndarray, frame_index: int, time: float) -> FrameResult:
+        """One frame, start to finish: `begin`, the model on its crops, `complete`."""
+        pending = self.begin(image, frame_index, time)
+        started = _time.perf_counter()
+        predictions = self.model.predict(pending.crops)
+        return self.complete(pending, predictions, _time.perf_counter() - started)
+
+    def begin(self, image: np.ndarray, frame_index: int, time: float) -> "PendingFrame":
+        """Detect, track and choose the faces the model sees: the frame up to the model.
+
+        Split from `complete` so that several streams sharing one model run it once for
+        all their crops (realtime/streams.py); each `begin` must be followed by its
+        `complete` before the next `begin`.
+        """
         if self.frames % self.detect_every:
-            return self._coast(frame_index, time)
+            return PendingFrame(frame_index, time, np.zeros((0, 1, 1, 3), np.uint8), [], frozenset(), {}, False, coasting=True)
         timings: dict[str, float] = {}
         clock = _time.perf_counter()
 
@@ -332,20 +360,26 @@ class Analyzer:
                 self._estimating[track.track_id] = Estimating(FaceEstimates(self.options.smoothing))
         lap("track")
         qualities = [scheduling.assess(image, t.box, t.keypoints, self.options.schedule) for t in tracks]
-        chosen = set(self._schedule(tracks, qualities, frame_index))
-        to_infer = [(t, q) for t, q in zip(tracks, qualities) if t.track_id in chosen]
+        chosen = frozenset(self._schedule(tracks, qualities, frame_index))
         size, margin = self.model.input_size, self.model.metadata.crop_margin
-        crops = [face_crop(image, t.box, t.keypoints, size, margin) for t, _ in to_infer]
+        crops = [face_crop(image, t.box, t.keypoints, size, margin) for t in tracks if t.track_id in chosen]
         lap("crop")
-        predictions = self.model.predict(np.asarray(crops) if crops else [])
-        lap("infer")
-        self._record(to_infer, predictions, frame_index)
-        faces = [face_result(t, self._shown(t), q, t.track_id in chosen) for t, q in zip(tracks, qualities)]
-        self._seen = list(zip(tracks, qualities))
-        finished = self._end(self.book.expire(time))
+        batch = np.asarray(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        return PendingFrame(frame_index, time, batch, list(zip(tracks, qualities)), chosen, timings, full_scan)
+
+    def complete(self, pending: "PendingFrame", predictions: Predictions, infer_seconds: float = 0.0) -> FrameResult:
+        """The model's outputs for `pending.crops` into the estimates, and the frame's result."""
+        if pending.coasting:
+            return self._coast(pending.frame_index, pending.time)
+        to_infer = [(t, q) for t, q in pending.seen if t.track_id in pending.chosen]
+        self._record(to_infer, predictions, pending.frame_index)
+        faces = [face_result(t, self._shown(t), q, t.track_id in pending.chosen) for t, q in pending.seen]
+        self._seen = list(pending.seen)
+        finished = self._end(self.book.expire(pending.time))
         self.frames += 1
         self.faces_inferred += len(to_infer)
-        return FrameResult(frame_index, time, faces, finished, timings, full_scan)
+        timings = {**pending.timings, "infer": infer_seconds}
+        return FrameResult(pending.frame_index, pending.time, faces, finished, timings, pending.full_scan)
 
     def _coast(self, frame_index: int, time: float) -> FrameResult:
         """A frame the detector skips: the last detection's faces, moved by their velocity."""

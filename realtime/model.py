@@ -68,6 +68,10 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.age)
 
+    def part(self, start: int, stop: int) -> "Predictions":
+        """Rows start..stop: one stream's faces out of a batch shared by several."""
+        return Predictions(self.age[start:stop], self.age_std[start:stop], self.p_male[start:stop])
+
 
 def requested_providers(device: str, available: Sequence[str]) -> list[str]:
     """The provider list to hand to onnxruntime for a `--device` value."""

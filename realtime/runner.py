@@ -30,7 +30,10 @@ from .sinks import ShownFrame, Sink, StopRun, WindowSink, build_sinks
 from .sources import FrameSource, LiveSource
 from .summary import LiveSummary, ModelInfo, RunSummary
 
-__all__ = ["READ_AHEAD", "ReadAhead", "RunOptions", "RunState", "console_logging", "frames_of", "people_table", "run"]
+__all__ = [
+    "READ_AHEAD", "ReadAhead", "RunOptions", "RunState", "build_summary", "close_sinks", "console_logging", "describe",
+    "finish_people", "frames_of", "people_table", "run",
+]
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def run(
         except BaseException as exc:
             failure = exc
         summary = build_summary(source, analyzer, state, failure)
-        summary, failure = _close_all(opened, summary, failure)
+        summary, failure = close_sinks(opened, summary, failure)
     if failure is not None:
         raise failure
     return summary
@@ -122,7 +125,7 @@ def _pump(
                     state.frames += 1
                     state.last_time = frame.time
                     state.faces_now = len(result.faces)
-                    _finish(result.finished, False, state, options, sinks)
+                    finish_people(result.finished, False, state, options.keep_people, sinks)
                     shown = ShownFrame(frame, result, overlay, state.fps())
                     for sink in sinks:
                         sink.on_frame(shown)
@@ -136,23 +139,24 @@ def _pump(
         raise
     finally:
         try:
-            _finish(analyzer.finish(), True, state, options, sinks)
+            finish_people(analyzer.finish(), True, state, options.keep_people, sinks)
         except OutputError:
             if first is None or isinstance(first, KeyboardInterrupt):
                 raise
             # the run is already failing on this output: report the first error
 
 
-def _finish(people: list[TrackSummary], at_end: bool, state: RunState, options: RunOptions, sinks: Sequence[Sink]) -> None:
+def finish_people(people: list[TrackSummary], at_end: bool, state: RunState, keep_people: bool, sinks: Sequence[Sink]) -> None:
+    """People who left (or, `at_end`, everyone still in view) counted and handed to every sink."""
     state.people_count += len(people)
-    if options.keep_people:
+    if keep_people:
         state.people.extend(people)
     if people or at_end:
         for sink in sinks:
             sink.on_people_finished(people, at_end)
 
 
-def _close_all(sinks: Sequence[Sink], summary: RunSummary, failure: BaseException | None) -> tuple[RunSummary, BaseException | None]:
+def close_sinks(sinks: Sequence[Sink], summary: RunSummary, failure: BaseException | None) -> tuple[RunSummary, BaseException | None]:
     """Closes in reverse order of opening; the first failure wins and the summary records it."""
     for sink in reversed(sinks):
         try:

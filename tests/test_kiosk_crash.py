@@ -25,6 +25,8 @@ import pytest
 from realtime.analyzer import FrameResult
 from realtime.kiosk.session import KioskSession
 from realtime.kiosk.store import (
+    APPLICATION_ID,
+    DEFAULT_CAMERA,
     SCHEMA_VERSION,
     KioskStore,
     StoreError,
@@ -36,6 +38,7 @@ from realtime.kiosk.visits import VisitRules
 from tests.kiosk_results import FPS, T0, Clock, face, summary
 from realtime.paths import ROOT
 from realtime.sources import LiveStats
+from realtime.errors import UserError
 from tests.conftest import WEBCAM, run_cli
 
 
@@ -239,6 +242,44 @@ def test_checkpoints_keep_up_when_visits_are_written_every_frame(tmp_path):
     store.close()
 
 
+def test_open_visits_of_two_cameras_are_closed_as_crashed_with_their_cameras(tmp_path):
+    clock = Clock(T0)
+    store = every_frame(tmp_path)
+    entrance = KioskSession(store, VisitRules(), FPS, clock=clock, camera="entrance")
+    aisle = KioskSession(store, VisitRules(), FPS, clock=clock, camera="aisle")
+    for i in range(60):
+        clock.t = T0 + i / FPS
+        # each camera's tracker calls its person track 1; the aisle's is seen for 3 s only
+        entrance.frame(FrameResult(i, i / FPS, [face(1)], []))
+        aisle.frame(FrameResult(i, i / FPS, [face(1)] if i < 30 else [], []))
+    assert sql(tmp_path, "SELECT camera, track_id FROM open_visits ORDER BY camera") == [("aisle", 1), ("entrance", 1)]
+    assert sql(tmp_path, "SELECT frames FROM runs") == [(120,)]  # both cameras' frames
+    die(store)
+    KioskStore.open(tmp_path, now=T0 + 100).close()
+    assert sql(tmp_path, "SELECT camera, track_id, ended, dwell_s FROM visits ORDER BY camera") == [
+        ("aisle", 1, "crashed", pytest.approx(3.0)), ("entrance", 1, "crashed", pytest.approx(6.0))]
+    assert StoreReader(tmp_path).totals(0, T0 + 100).visits == 2
+    assert StoreReader(tmp_path, camera="aisle").totals(0, T0 + 100).dwell_s == pytest.approx(3.0)
+    assert sql(tmp_path, "SELECT stop_reason, visits FROM runs ORDER BY id") == [("crashed", 2), ("stopped", 0)]
+
+
+def test_each_camera_is_checkpointed_once_per_heartbeat_however_often_the_others_tick(tmp_path):
+    clock = Clock(T0)
+    store = KioskStore.open(tmp_path, StoreOptions(heartbeat_s=0.2), now=T0)
+    cameras = [KioskSession(store, VisitRules(min_dwell_s=0.0), FPS, clock=clock, camera=f"cam{n}") for n in range(3)]
+    started = time.monotonic()
+    i = 0
+    while time.monotonic() - started < 0.6:
+        clock.t = T0 + i / FPS
+        for session in cameras:  # one thread calls every camera's session in turn
+            session.frame(FrameResult(i, i / FPS, [face(1)], []))
+        i += 1
+        time.sleep(0.01)
+    assert sql(tmp_path, "SELECT camera, track_id FROM open_visits ORDER BY camera") == [("cam0", 1), ("cam1", 1), ("cam2", 1)]
+    assert sorted(c.camera for c in StoreReader(tmp_path).live(now=clock.t).cameras) == ["cam0", "cam1", "cam2"]
+    store.close()
+
+
 # ------------------------------------------------------------------- schema upgrade
 
 # the schema of version 1, as shipped before open visits were checkpointed
@@ -286,9 +327,12 @@ conn.close()
 
 
 def make_v1_store(data_dir: Path, killed: bool = False) -> None:
+    make_old_store(data_dir, SCHEMA_V1 + v1_rows(), killed)
+
+
+def make_old_store(data_dir: Path, script: str, killed: bool) -> None:
     data_dir.mkdir()
-    subprocess.run([sys.executable, "-c", WRITE_AND_DIE, str(store_file(data_dir)), SCHEMA_V1 + v1_rows(),
-                    "kill" if killed else "close"], timeout=60)
+    subprocess.run([sys.executable, "-c", WRITE_AND_DIE, str(store_file(data_dir)), script, "kill" if killed else "close"], timeout=60)
     wal = store_file(data_dir).with_name(store_file(data_dir).name + "-wal")
     assert wal.exists() == killed  # killed, its content is still in the -wal file
 
@@ -315,6 +359,157 @@ def test_a_version_1_store_opens_and_upgrades(tmp_path, killed):
     assert sql(data_dir, "PRAGMA integrity_check") == [("ok",)]
 
 
+# the schema of version 2, exactly as the version-2 code wrote it (its SCHEMA): the last
+# one with a single camera
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    stopped_at REAL,
+    stop_reason TEXT,
+    source TEXT,
+    pid INTEGER,
+    frames INTEGER NOT NULL DEFAULT 0,
+    visits INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    kind TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS visits (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    track_id INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    dwell_s REAL NOT NULL,
+    attention_s REAL NOT NULL,
+    glances INTEGER NOT NULL,
+    age REAL,
+    age_std REAL,
+    bracket TEXT NOT NULL,
+    gender TEXT NOT NULL,
+    gender_confidence REAL,
+    ended TEXT NOT NULL DEFAULT 'left',
+    UNIQUE (run_id, track_id)
+);
+CREATE INDEX IF NOT EXISTS visits_start ON visits (start);
+CREATE TABLE IF NOT EXISTS open_visits (
+    run_id INTEGER NOT NULL,
+    track_id INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    dwell_s REAL NOT NULL,
+    attention_s REAL NOT NULL,
+    glances INTEGER NOT NULL,
+    age REAL,
+    age_std REAL,
+    bracket TEXT NOT NULL,
+    gender TEXT NOT NULL,
+    gender_confidence REAL,
+    PRIMARY KEY (run_id, track_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS minute_stats (
+    minute INTEGER NOT NULL,
+    bracket TEXT NOT NULL,
+    gender TEXT NOT NULL,
+    visits INTEGER NOT NULL,
+    viewers INTEGER NOT NULL,
+    glances INTEGER NOT NULL,
+    dwell_s REAL NOT NULL,
+    attention_s REAL NOT NULL,
+    PRIMARY KEY (minute, bracket, gender)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS minute_hist (
+    minute INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    bin INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (minute, metric, bin)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    run_id INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    faces INTEGER NOT NULL,
+    people INTEGER NOT NULL
+);
+"""
+
+
+def v2_rows() -> str:
+    """A version-2 store's content, as its writer left it: a run that stopped with a visit
+    and a camera gap, and a run killed with a person in view (checkpointed, same track id)."""
+    minute = int(T0 // 60 * 60)
+    visit = "4, {start}, {end}, 8.0, 3.0, 1, 30.0, 2.0, '25-34', 'female', 0.9"
+    return f"""
+        PRAGMA application_id = {APPLICATION_ID};
+        INSERT INTO meta VALUES ('schema_version', '2'), ('created_at', '{T0!r}'), ('age_brackets', '18,25,35,45,55,65');
+        INSERT INTO runs VALUES (1, {T0}, {T0 + 30}, {T0 + 30}, 'finished', 'cam', 1, 300, 1);
+        INSERT INTO runs (id, started_at, heartbeat_at, source, pid, frames, visits) VALUES (2, {T0 + 60}, {T0 + 90}, 'cam', 2, 300, 0);
+        INSERT INTO visits (run_id, track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender,
+            gender_confidence, ended) VALUES (1, {visit.format(start=T0, end=T0 + 8)}, 'left');
+        INSERT INTO gaps (run_id, start, end, kind) VALUES (1, {T0 + 10}, {T0 + 12}, 'camera');
+        INSERT INTO minute_stats VALUES ({minute}, '25-34', 'female', 1, 1, 1, 8.0, 3.0);
+        INSERT INTO minute_hist VALUES ({minute}, 'dwell', 1, 1), ({minute}, 'attention', 2, 1);
+        INSERT INTO open_visits VALUES (2, {visit.format(start=T0 + 70, end=T0 + 78)});
+        INSERT INTO live VALUES (1, 2, {T0 + 90}, 1, 1);
+    """
+
+
+def schema_of(data_dir: Path) -> list[tuple]:
+    """The store's tables and indexes, their SQL without its layout."""
+    return [(kind, name, None if text is None else "".join(text.split()))
+            for kind, name, text in sql(data_dir, "SELECT type, name, sql FROM sqlite_master ORDER BY name")]
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["closed", "killed"])
+def test_a_version_2_store_reads_as_one_camera_and_upgrades(tmp_path, killed):
+    data_dir = tmp_path / "v2"
+    make_old_store(data_dir, SCHEMA_V2 + v2_rows(), killed)
+    # read as it is (a report on a kiosk not yet upgraded): all of it the default camera
+    old = StoreReader(data_dir)
+    assert old.schema_version == 2 and old.cameras() == (DEFAULT_CAMERA,)
+    assert [(v.camera, v.track_id) for v in old.visits(0, T0 + 300)] == [(DEFAULT_CAMERA, 4)]
+    assert [g.camera for g in old.gaps(0, T0 + 300)] == [DEFAULT_CAMERA]
+    live = old.live(now=T0 + 91)
+    assert (live.faces, live.fresh, [c.camera for c in live.cameras]) == (1, True, [DEFAULT_CAMERA])
+    assert StoreReader(data_dir, camera=DEFAULT_CAMERA).totals(0, T0 + 300).visits == 1
+    with pytest.raises(UserError, match="no camera 'door'"):
+        StoreReader(data_dir, camera="door")
+
+    store = KioskStore.open(data_dir, StoreOptions(heartbeat_s=0.0), now=T0 + 200)
+    assert sql(data_dir, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert sql(data_dir, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    # the killed run's person in view became a visit of the one camera, apart from run 1's track 4
+    assert sql(data_dir, "SELECT run_id, camera, track_id, ended FROM visits ORDER BY id") == [
+        (1, DEFAULT_CAMERA, 4, "left"), (2, DEFAULT_CAMERA, 4, "crashed")]
+    assert sql(data_dir, "SELECT camera, start FROM gaps") == [(DEFAULT_CAMERA, T0 + 10)]
+    assert sql(data_dir, "SELECT camera, run_id FROM live") == [(DEFAULT_CAMERA, 2)]
+    assert sql(data_dir, "SELECT SUM(visits) FROM minute_stats WHERE camera = ?", (DEFAULT_CAMERA,)) == [(2,)]
+    assert [r[0] for r in sql(data_dir, "SELECT stop_reason FROM runs ORDER BY id")] == ["finished", "crashed", None]
+    # a second camera writes beside the migrated rows
+    clock = Clock(T0 + 200)
+    session = KioskSession(store, VisitRules(), FPS, origin=T0 + 200, clock=clock, camera="door")
+    feed(session, clock, 0, 29)
+    session.final([summary(1, 0.0, 2.9)])
+    store.close(now=clock.t)
+    reader = StoreReader(data_dir)
+    assert reader.cameras() == (DEFAULT_CAMERA, "door")
+    assert sorted((v.camera, v.track_id) for v in reader.visits(0, T0 + 600)) == [(DEFAULT_CAMERA, 4), (DEFAULT_CAMERA, 4), ("door", 1)]
+    assert reader.totals(0, T0 + 600).visits == 3
+    assert StoreReader(data_dir, camera="door").totals(0, T0 + 600).visits == 1
+    assert sql(data_dir, "PRAGMA integrity_check") == [("ok",)]
+    # the same tables and indexes as a store made at this version
+    KioskStore.open(tmp_path / "fresh", now=T0).close()
+    assert schema_of(data_dir) == schema_of(tmp_path / "fresh")
+
+
 def test_a_store_of_a_newer_version_is_refused_untouched(tmp_path):
     data_dir = tmp_path / "new"
     make_v1_store(data_dir)
@@ -327,6 +522,21 @@ def test_a_store_of_a_newer_version_is_refused_untouched(tmp_path):
     with pytest.raises(StoreError, match="written by a newer version"):
         KioskStore.open(data_dir)
     assert snapshot(data_dir) == before
+
+
+def test_a_stamped_store_of_a_newer_version_is_refused_before_anything_touches_it(tmp_path):
+    KioskStore.open(tmp_path, now=T0).close()
+    conn = sqlite3.connect(store_file(tmp_path))
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    (tmp_path / "kiosk.lock").unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(StoreError, match=r"written by a newer version \(schema 99 > "):
+        KioskStore.open(tmp_path)
+    assert snapshot(tmp_path) == before  # no lock file, no journal mode change
 
 
 # ------------------------------------------------------------------- foreign files

@@ -84,6 +84,30 @@ def test_csv_exports_and_report_api(store, client):
     assert bad.status_code == 400 and "not an ISO date" in bad.get_json()["error"]
 
 
+def test_endpoints_take_a_camera(store, client):
+    now = time.time()
+    times = today_times(3, now)
+    store.add_visits([visit(1, times[0]), visit(2, times[1])], camera="entrance")
+    store.add_visits([visit(1, times[2], bracket="65+", gender="male")], camera="aisle")
+    store.tick(faces=2, people=2, force=True, camera="entrance")
+    store.tick(faces=1, people=1, force=True, camera="aisle")
+    whole = client.get("/api/dashboard").get_json()
+    assert whole["today"]["visits"] == 3 and whole["live"]["faces"] == 3
+    assert {c["camera"]: c["faces"] for c in whole["live"]["cameras"]} == {"aisle": 1, "entrance": 2}
+    aisle = client.get("/api/dashboard?camera=aisle").get_json()
+    assert aisle["today"]["visits"] == 1 and aisle["live"]["faces"] == 1 and aisle["brackets"]["65+"]["male"] == 1
+    assert client.get("/api/live?camera=entrance").get_json()["people"] == 2
+    frm = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now - 4 * 3600))
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/export/visits.csv?from={frm}").get_data(as_text=True))))
+    assert sorted((r["camera"], r["track_id"]) for r in rows) == [("aisle", "1"), ("entrance", "1"), ("entrance", "2")]
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/export/visits.csv?from={frm}&camera=entrance").get_data(as_text=True))))
+    assert [r["camera"] for r in rows] == ["entrance", "entrance"]
+    assert client.get(f"/api/report?from={frm}&camera=aisle").get_json()["visits"] == 1
+    assert "totals,visits,,2" in client.get(f"/export/report.csv?from={frm}&camera=entrance").get_data(as_text=True)
+    bad = client.get("/api/dashboard?camera=lobby")
+    assert bad.status_code == 400 and "no camera 'lobby'" in bad.get_json()["error"]
+
+
 def test_page_and_assets_are_local(client):
     page = client.get("/").get_data(as_text=True)
     assert "chart.umd.min.js" in page and "dashboard.js" in page

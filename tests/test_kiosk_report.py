@@ -145,3 +145,23 @@ def test_custom_brackets_are_reported(tmp_path):
         store.add_visits([visit(1, at(1, 9), 5.0, 1.0, 1, "30-59", "male")])
     d = report.to_dict(build(tmp_path, "2024-05-01", "2024-05-01"))
     assert list(d["brackets"]) == ["under 30", "30-59", "60+"]
+
+
+def test_a_report_on_one_camera_of_several(tmp_path):
+    with KioskStore.open(tmp_path, StoreOptions(retention_days=None), now=at(1, 8)) as store:
+        store.add_visits(VISITS[:3], camera="entrance")
+        # the other camera's tracker numbers its people from 1 too
+        store.add_visits([visit(1, at(1, 9, 6), 20.0, 5.0, 2, "18-24", "female")], camera="aisle")
+    whole = report.to_dict(build(tmp_path, "2024-05-01", "2024-05-01"))
+    assert whole["camera"] is None and whole["visits"] == 4
+    assert whole["cameras"] == {"aisle": {"visits": 1, "viewers": 1}, "entrance": {"visits": 3, "viewers": 2}}
+    assert "<h2>Cameras</h2>" in report.to_html(build(tmp_path, "2024-05-01", "2024-05-01"))
+    proc = run_report("--data-dir", str(tmp_path), "--from", "2024-05-01", "--to", "2024-05-01", "--camera", "aisle", "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.reader(io.StringIO(proc.stdout)))
+    assert ["period", "camera", "", "aisle"] in rows and ["totals", "visits", "", "1"] in rows
+    assert ["brackets", "18-24", "female", "1"] in rows and ["cameras", "entrance", "visits", "3"] not in rows
+    proc = run_report("--data-dir", str(tmp_path), "--camera", "lobby")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: no camera 'lobby' in the kiosk store {tmp_path / 'kiosk.sqlite3'} (cameras: aisle, entrance)"]

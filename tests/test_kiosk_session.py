@@ -74,4 +74,51 @@ def test_camera_gaps_reach_the_store_in_wall_time(tmp_path):
     session.frame(FrameResult(1, 13.0, [], []))
     session.frame(FrameResult(2, 13.1, [], []))  # recorded once
     store.close(now=clock.t)
-    assert StoreReader(tmp_path).gaps(0, T0 + 100) == [GapRow(run_id=1, start=T0 + 3.0, end=T0 + 12.5, kind="camera")]
+    assert StoreReader(tmp_path).gaps(0, T0 + 100) == [GapRow(run_id=1, camera="default", start=T0 + 3.0, end=T0 + 12.5, kind="camera")]
+
+
+def test_one_run_records_two_cameras_into_one_store(tmp_path):
+    from realtime.errors import UserError
+    from realtime.kiosk.session import KioskOptions, KioskRun
+    from realtime.kiosk.store import StoreOptions
+    from realtime.sources import open_source
+    from realtime.summary import ModelInfo, RunSummary
+    from tests.conftest import WEBCAM
+
+    options = KioskOptions(tmp_path, store=StoreOptions(heartbeat_s=0.0))
+    with open_source(str(WEBCAM)) as source, KioskRun.open(options, "entrance, aisle", console=None) as run:
+        entrance, aisle = run.session_for(source, "entrance"), run.session_for(source, "aisle")
+        with pytest.raises(UserError, match="camera id 'aisle'"):
+            run.session_for(source, "aisle")  # the trackers' ids would clash
+        for i in range(60):
+            t = i / FPS
+            # each camera's tracker numbers its people from 1: the store keeps them apart
+            entrance.frame(FrameResult(i, t, [face(1)] if i < 50 else [], [summary(1, 0.0, 4.9)] if i == 50 else []))
+            aisle.frame(FrameResult(i, t, ([face(1)] if i < 30 else []) + [face(2)], [summary(1, 0.0, 2.9)] if i == 30 else []))
+        live = StoreReader(tmp_path).live()
+        assert [(c.camera, c.faces) for c in live.cameras] == [("aisle", 1), ("entrance", 0)] and live.faces == 1
+        entrance.final([])
+        aisle.final([summary(2, 0.0, 5.9)])
+        summary_ = RunSummary("two", "file", 120, 6.0, 1.0, 120.0, 3, 0, [], ModelInfo("m", "m", "1"), "mediapipe", 1, False)
+        run.ended(summary_)
+        line = run.result_line(summary_)
+    assert "3 visits (3 viewers) [entrance: 1, aisle: 2]" in line
+
+    reader = StoreReader(tmp_path)
+    now = time.time() + 60
+    assert sorted((v.camera, v.track_id) for v in reader.visits(0, now)) == [("aisle", 1), ("aisle", 2), ("entrance", 1)]
+    assert reader.cameras() == ("aisle", "entrance")
+    assert [(r.frames, r.visits, r.stop_reason) for r in reader.runs(0, now)] == [(120, 3, "finished")]
+    # the store's figures are the sums of its cameras', none counted twice
+    by_camera = {c: StoreReader(tmp_path, camera=c) for c in reader.cameras()}
+    total = reader.totals(0, now)
+    assert (total.visits, total.viewers) == (3, 3)
+    for figure in ("visits", "viewers", "glances", "dwell_s", "attention_s"):
+        assert getattr(total, figure) == pytest.approx(sum(getattr(r.totals(0, now), figure) for r in by_camera.values()))
+    assert reader.camera_totals(0, now) == {c: r.totals(0, now) for c, r in by_camera.items()}
+    assert by_camera["aisle"].totals(0, now).dwell_s == pytest.approx(3.0 + 6.0, abs=0.1)
+    for metric in ("dwell", "attention"):
+        assert reader.histogram(metric, 0, now) == [sum(n) for n in zip(*(r.histogram(metric, 0, now) for r in by_camera.values()))]
+    assert {c: sum(g.total for g in r.brackets(0, now).values()) for c, r in by_camera.items()} == {"aisle": 2, "entrance": 1}
+    assert [v.camera for v in by_camera["entrance"].visits(0, now)] == ["entrance"]
+    assert not reader.live().running

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from realtime.kiosk.store import (
+    DEFAULT_CAMERA,
     GapRow,
     GenderCounts,
     KioskStore,
@@ -125,7 +126,7 @@ def test_live_row_reports_people_only_while_fresh(tmp_path):
 def test_camera_gaps_are_recorded(tmp_path):
     with KioskStore.open(tmp_path, now=NOW) as store:
         store.add_gap(NOW + 10, NOW + 25)
-    assert StoreReader(tmp_path).gaps(NOW, NOW + 100) == [GapRow(run_id=1, start=NOW + 10, end=NOW + 25, kind="camera")]
+    assert StoreReader(tmp_path).gaps(NOW, NOW + 100) == [GapRow(run_id=1, camera="default", start=NOW + 10, end=NOW + 25, kind="camera")]
 
 
 def test_readers_return_typed_rows_of_what_was_written(tmp_path):
@@ -136,8 +137,8 @@ def test_readers_return_typed_rows_of_what_was_written(tmp_path):
     rows = reader.visits(NOW, NOW + 7200)
     assert rows == list(reader.iter_visits(NOW, NOW + 7200, batch=1))
     for row, v in zip(rows, written, strict=True):
-        assert isinstance(row, VisitRow) and row.run_id == 1
-        assert dataclasses.astuple(row)[1:] == dataclasses.astuple(v)[:-1]  # all but `ended`, which no reader shows
+        assert isinstance(row, VisitRow) and (row.run_id, row.camera) == (1, DEFAULT_CAMERA)
+        assert dataclasses.astuple(row)[2:] == dataclasses.astuple(v)[:-1]  # all but `ended`, which no reader shows
     (run,) = reader.runs(NOW, NOW + 7200)
     assert isinstance(run, RunRow) and (run.id, run.source, run.visits, run.stop_reason) == (1, "cam0", 2, "stopped")
     hours = [h for h in reader.hourly_profile(NOW, NOW + 7200) if h.visits]

@@ -64,6 +64,13 @@ def test_refresh_rules():
     assert due(Candidate(1, quality(0.5), 2, best_score=0.5, settled=False), OPTS)  # still warming up
 
 
+def test_an_unsettled_track_is_inferred_on_every_detection_frame():
+    # a small face's views weigh little; it needs each one to get a label while passing by
+    warming = Candidate(1, quality(0.2), 1, best_score=0.2, settled=False)
+    assert due(warming, ScheduleOptions())
+    assert not due(Candidate(1, quality(0.2), 1, best_score=0.2, settled=True), ScheduleOptions())
+
+
 def test_select_prefers_new_then_stalest_and_caps():
     opts = ScheduleOptions(refresh_frames=1, max_per_frame=2)
     candidates = [Candidate(1, quality(), 3, 0.5, True), Candidate(2, quality(), None, 0.0), Candidate(3, quality(), 9, 0.5, True)]

@@ -1,6 +1,6 @@
 """python -m realtime.kiosk {report,dashboard}
 
-    report     --data-dir DIR [--from T1] [--to T2] [--format csv|json|html] [--out FILE]
+    report     --data-dir DIR [--from T1] [--to T2] [--camera NAME] [--format csv|json|html] [--out FILE]
     dashboard  --data-dir DIR [--host 127.0.0.1] [--port 8765] [--allow-host NAME] [--token T]
                                                                  (the page alone, on a store;
                                                                   token also from AGEGENDER_DASHBOARD_TOKEN)
@@ -25,7 +25,7 @@ def _report(args: argparse.Namespace) -> int:
     from . import report
     from .store import StoreReader, store_file
 
-    reader = StoreReader(args.data_dir)
+    reader = StoreReader(args.data_dir, camera=args.camera)
     start, end = report.resolve_range(reader, args.start, args.end)
     if args.out is not None:
         from ..files import refuse_clashes
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", type=Path, required=True, help="the kiosk's store folder")
     r.add_argument("--from", dest="start", help="start, ISO date or date-time, local time unless a zone is given (default: first data)")
     r.add_argument("--to", dest="end", help="end (exclusive); a bare date means the end of that day (default: now)")
+    r.add_argument("--camera", metavar="NAME", help="one camera's figures (default: all cameras, summed)")
     r.add_argument("--format", choices=("csv", "json", "html"), default="json")
     r.add_argument("--out", type=Path, help="write here instead of standard output")
     d = sub.add_parser("dashboard", help="serve the dashboard on an existing store")

@@ -13,6 +13,8 @@ included, is local, so it works offline.
     GET /export/visits.csv?from=&to=   visit rows (within the retention period)
     GET /export/report.csv?from=&to=   the report's CSV
 
+Every endpoint takes camera=NAME for one camera's figures (default: all cameras, summed).
+
 Hardening, on every response: a Content-Security-Policy that allows only the page's own
 files (no inline script or style, no framing), nosniff, no Referer, no Server header.
 Requests must name this server in their Host header (a DNS-rebinding page names its own
@@ -288,7 +290,7 @@ def _routes(app: Any, data_dir: Path) -> None:
     from flask import jsonify, render_template, request
 
     def reader() -> StoreReader:
-        return StoreReader(data_dir)
+        return StoreReader(data_dir, camera=request.args.get("camera") or None)
 
     def period(r: StoreReader) -> tuple[float, float]:
         return reports.resolve_range(r, request.args.get("from") or None, request.args.get("to") or None)

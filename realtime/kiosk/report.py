@@ -2,6 +2,7 @@
 distributions, the hourly profile, as JSON, CSV or a self-contained HTML page.
 
     python -m realtime.kiosk report --data-dir DIR --from 2024-05-01 --to 2024-05-31 --format html --out may.html
+    python -m realtime.kiosk report --data-dir DIR --camera entrance     (one camera's figures)
 
 Everything comes from the per-minute aggregates, which outlive the visit rows, so a
 report over a period older than the retention still has its figures. Times given
@@ -16,7 +17,7 @@ import html
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Callable
 
@@ -49,6 +50,8 @@ class Report:
     daily: list[DayRow]
     runs: list[RunRow]
     gaps: list[GapRow]
+    camera: str | None = None  # the one camera reported on; None: all of them, summed
+    cameras: dict[str, Totals] = field(default_factory=dict)  # per camera with visits in the period
 
 
 # The years a report or export may name. The store's times are seconds since the epoch,
@@ -125,6 +128,8 @@ def build_report(reader: StoreReader, start: float, end: float) -> Report:
         daily=reader.daily(start, end),
         runs=reader.runs(start, end),
         gaps=reader.gaps(start, end),
+        camera=reader.camera,
+        cameras=reader.camera_totals(start, end),
     )
 
 
@@ -135,7 +140,9 @@ def to_dict(report: Report) -> dict[str, Any]:
         "from": iso(report.start),
         "to": iso(report.end),
         "generated_at": iso(report.generated_at),
+        "camera": report.camera,
         **report.totals.as_dict(),
+        "cameras": {name: {"visits": t.visits, "viewers": t.viewers} for name, t in report.cameras.items()},
         "brackets": brackets,
         "dwell_distribution": [{"bin": label, "visits": n} for label, n in zip(bin_labels(DWELL_EDGES), report.dwell)],
         "attention_distribution": [{"bin": label, "viewers": n} for label, n in zip(bin_labels(ATTENTION_EDGES), report.attention)],
@@ -163,8 +170,12 @@ def to_csv(report: Report) -> str:
     w.writerow(["section", "key", "group", "value"])
     w.writerow(["period", "from", "", d["from"]])
     w.writerow(["period", "to", "", d["to"]])
+    w.writerow(["period", "camera", "", d["camera"] or ""])
     for key in ("visits", "viewers", "glances", "attention_rate", "average_dwell_s", "average_attention_s", "total_dwell_s", "total_attention_s"):
         w.writerow(["totals", key, "", "" if d[key] is None else d[key]])
+    for name, counts in d["cameras"].items():
+        for key in ("visits", "viewers"):
+            w.writerow(["cameras", name, key, counts[key]])
     for bracket, counts in d["brackets"].items():
         for gender in (*GENDERS, "total"):
             w.writerow(["brackets", bracket, gender, counts[gender]])
@@ -284,6 +295,9 @@ def to_html(report: Report) -> str:
         [f"{h['hour']:02d}:00", h["visits"], h["viewers"], _percent(h["attention_rate"]), _round(h["average_dwell_s"]), _round(h["average_attention_s"])]
         for h in d["hourly"] if h["visits"]
     ])
+    camera = f", camera {html.escape(d['camera'])}" if d["camera"] else ""
+    cameras = _table(["camera", "visits", "viewers"], [[name, c["visits"], c["viewers"]] for name, c in d["cameras"].items()])
+    cameras = f"<h2>Cameras</h2>{cameras}" if len(d["cameras"]) > 1 else ""
     cov = d["coverage"]
     definitions = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in DEFINITIONS.items())
 
@@ -301,8 +315,9 @@ img {{ max-width: 100%; display: block; margin: 0.5em 0 1.5em; }}
 .note {{ color: #666; font-size: 0.9em; }}
 </style></head><body>
 <h1>Audience report</h1>
-<p>{html.escape(d['from'])} to {html.escape(d['to'])} (generated {html.escape(d['generated_at'])})</p>
+<p>{html.escape(d['from'])} to {html.escape(d['to'])}{camera} (generated {html.escape(d['generated_at'])})</p>
 <h2>Totals</h2>{totals}
+{cameras}
 <h2>Age brackets by gender</h2>{brackets}{img('brackets', 'visits by age bracket and gender')}
 <h2>Hourly profile</h2>{img('hourly', 'hourly profile')}{hourly}
 <h2>Dwell and attention</h2>{img('dwell', 'dwell time distribution')}{img('attention', 'attention time distribution')}

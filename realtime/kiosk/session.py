@@ -7,6 +7,10 @@ ordinary pipeline with one more sink: the `KioskSession`, which turns every fram
 result, and the people still in view when the run ends, into visits and writes them as
 they happen (see store.py for durability). `KioskRun` holds the store and the dashboard
 for the length of a run and closes the store with the reason the run ended.
+
+Several cameras: one `KioskRun`, and one session per stream (`session_for(source,
+camera)`), each writing its camera id on its visits, checkpoints, gaps and live row into
+the one store. The sessions are called from one thread.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from ..cli import non_negative_float, port_number
 from ..errors import UserError
-from .store import KioskStore, StoreOptions
+from .store import DEFAULT_CAMERA, KioskStore, StoreOptions, check_camera
 from .visits import AgeBrackets, Visit, VisitBuilder, VisitRules
 
 if TYPE_CHECKING:  # run_camera.py imports this module to build its parser: keep it light
@@ -29,6 +33,17 @@ if TYPE_CHECKING:  # run_camera.py imports this module to build its parser: keep
     from ..summary import RunSummary
 
 DEFAULT_PORT = 8765
+
+
+class RunOutcome(Protocol):
+    """How a run ended, as the kiosk reports it: one stream's RunSummary or the
+    StreamsSummary of several."""
+
+    @property
+    def frames(self) -> int: ...
+
+    @property
+    def interrupted(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,7 @@ class KioskOptions:
 
 
 class KioskSession:
-    """Frame results in, visits, camera gaps and the live count out to the store."""
+    """One camera's frame results in; its visits, camera gaps and live count out to the store."""
 
     def __init__(
         self,
@@ -54,8 +69,10 @@ class KioskSession:
         source: FrameSource | None = None,
         origin: float | None = None,
         clock: Callable[[], float] = time.time,
+        camera: str = DEFAULT_CAMERA,
     ) -> None:
         self.store = store
+        self.camera = check_camera(camera)
         self.builder = VisitBuilder(rules, fps)
         self.source = source
         # wall-clock time of the source's time 0: set at the first frame unless given
@@ -64,6 +81,7 @@ class KioskSession:
         self.faces_now = 0
         self._pending: list[Visit] = []
         self._gaps_recorded = 0
+        self.frames = 0
         self.visits = 0
         self.viewers = 0
 
@@ -73,14 +91,15 @@ class KioskSession:
         # stamped as if it had just been watched (a live source keeps its origin)
         latest = now - result.time
         self.origin = latest if self.origin is None else min(self.origin, latest)
-        self.store.frames += 1
+        self.store.frames += 1  # the run's frames, of all cameras
+        self.frames += 1
         self.faces_now = len(result.faces)
         self._pending.extend(self.builder.observe(result, self.origin))
         self._flush()
         self._record_gaps()
         # the visits in progress are checkpointed with the heartbeat, so that a kill loses
         # at most a heartbeat period of them too
-        self.store.tick(self.faces_now, self.builder.people_now, now=now, open_visits=self._open_visits)
+        self.store.tick(self.faces_now, self.builder.people_now, now=now, open_visits=self._open_visits, camera=self.camera)
 
     def final(self, summaries: Iterable[TrackSummary]) -> None:
         """The people still in view when the run ends, and a camera gap still open."""
@@ -91,7 +110,7 @@ class KioskSession:
         self._flush()  # each visit replaces its checkpoint
         self._record_gaps(stopping=True)
         # no one is in view any more: no checkpoint may outlive the run
-        self.store.tick(0, 0, now=self.clock(), force=True, open_visits=self._open_visits)
+        self.store.tick(0, 0, now=self.clock(), force=True, open_visits=self._open_visits, camera=self.camera)
 
     def _open_visits(self) -> list[Visit]:
         assert self.origin is not None  # set by the first frame
@@ -116,7 +135,7 @@ class KioskSession:
         if not self._pending:
             return
         # the store writes idempotently, so a flush cut by a signal is simply redone
-        self.store.add_visits(self._pending)
+        self.store.add_visits(self._pending, camera=self.camera)
         self.visits += len(self._pending)
         self.viewers += sum(v.viewer for v in self._pending)
         self._pending.clear()
@@ -131,17 +150,18 @@ class KioskSession:
         gaps = so_far() if stopping and so_far is not None else stats.gaps
         while self._gaps_recorded < len(gaps):
             start, end = gaps[self._gaps_recorded]
-            self.store.add_gap(self.origin + start, self.origin + end, "camera")
+            self.store.add_gap(self.origin + start, self.origin + end, "camera", camera=self.camera)
             self._gaps_recorded += 1
 
 
 class KioskRun:
     """The store and the dashboard for one run: the store opens first, so that a bad data
-    dir fails before the camera and the model, and is closed with why the run ended."""
+    dir fails before the camera and the model, and is closed with why the run ended.
+    With several cameras, one run holds one session per camera."""
 
     def __init__(self, options: KioskOptions, store: KioskStore, console: Any) -> None:
         self.options, self.store, self.console = options, store, console
-        self.session: KioskSession | None = None
+        self.sessions: dict[str, KioskSession] = {}  # by camera, in the order they were made
         self.reason = "error"  # until the run says otherwise
         self._server: Any = None
 
@@ -150,20 +170,36 @@ class KioskRun:
         store = KioskStore.open(options.data_dir, options.store, source=source_name, brackets=options.rules.brackets)
         return cls(options, store, console)
 
-    def session_for(self, source: FrameSource) -> KioskSession:
-        """The session (a sink for the runner) for this source; starts the dashboard."""
-        self.session = KioskSession(self.store, self.options.rules, source.info.fps, source)
-        if self.options.dashboard:
-            self._server = _start_dashboard(self.options, self.console)
-        return self.session
+    @property
+    def session(self) -> KioskSession | None:
+        """The first session (the only one of a single-camera run)."""
+        return next(iter(self.sessions.values()), None)
 
-    def ended(self, summary: RunSummary) -> None:
+    def session_for(self, source: FrameSource, camera: str = DEFAULT_CAMERA) -> KioskSession:
+        """The session (a sink for the runner) of one stream, whose rows carry `camera`;
+        the first call starts the dashboard. Each stream needs a camera id of its own."""
+        camera = check_camera(camera)
+        if camera in self.sessions:
+            # the tracker's ids restart per stream: two streams under one id would clash
+            raise UserError(f"two kiosk streams have the camera id {camera!r}: give each stream its own")
+        self.store.add_camera(camera)
+        session = KioskSession(self.store, self.options.rules, source.info.fps, source, camera=camera)
+        self.sessions[camera] = session
+        if self.options.dashboard and self._server is None:
+            self._server = _start_dashboard(self.options, self.console)
+        return session
+
+    def ended(self, summary: RunOutcome) -> None:
         self.reason = "interrupted" if summary.interrupted else "finished"
 
-    def result_line(self, summary: RunSummary) -> str:
-        visits, viewers = (self.session.visits, self.session.viewers) if self.session else (0, 0)
+    def result_line(self, summary: RunOutcome) -> str:
+        visits = sum(s.visits for s in self.sessions.values())
+        viewers = sum(s.viewers for s in self.sessions.values())
         state = "stopped" if summary.interrupted else "done"
-        return f"kiosk {state}: {summary.frames} frames, {visits} visits ({viewers} viewers) recorded in {self.store.path}"
+        per_camera = ""
+        if len(self.sessions) > 1:
+            per_camera = " [" + ", ".join(f"{name}: {s.visits}" for name, s in self.sessions.items()) + "]"
+        return f"kiosk {state}: {summary.frames} frames, {visits} visits ({viewers} viewers){per_camera} recorded in {self.store.path}"
 
     def __enter__(self) -> "KioskRun":
         return self

@@ -14,12 +14,19 @@ Tables:
 * open_visits: the visits in progress of the running kiosk, as of its last heartbeat
   (checkpoints, not counted anywhere); the next start turns those of a run that died
   into visits ended by "crashed".
-* minute_stats, minute_hist: per-minute aggregates by age bracket and gender, and
-  per-minute dwell and attention histograms; kept for good, so reports over old
+* minute_stats, minute_hist: per-minute aggregates by camera, age bracket and gender,
+  and per-minute dwell and attention histograms; kept for good, so reports over old
   periods still work after their visit rows are gone.
 * runs: every start and stop of the kiosk, with a heartbeat, so a run that was killed
-  shows as "crashed" at the next start; gaps: periods the camera was gone.
-* live: one row, what the camera sees now, for the dashboard.
+  shows as "crashed" at the next start; gaps: periods a camera was gone.
+* live: one row per camera, what it sees now, for the dashboard.
+* cameras: every camera id the store has seen.
+
+Cameras: one kiosk process may serve several cameras into one store. Every visit,
+checkpoint, gap, aggregate and live row carries its camera's id (DEFAULT_CAMERA for a
+single-stream kiosk, and for every row of a store from before version 3); a reader
+sums over cameras, or is scoped to one. The tracker's ids are per camera, so a visit
+is identified by (run, camera, track).
 
 Durability: WAL journal with synchronous=NORMAL. Visits are committed in the frame they
 end in; the heartbeat, the live row and the checkpoints of the visits in progress at
@@ -33,7 +40,9 @@ file keeps a second kiosk process off the same data directory.
 
 Ownership: before anything writes (journal mode, lock file, schema) the file named as
 the store is identified read-only: a kiosk store (its application_id, or a version-1
-store's meta table), an empty file or none at all. Anything else is refused untouched.
+store's meta table), an empty file or none at all. Anything else is refused untouched,
+and so is a store of a newer version (its meta table, or from version 3 on the header's
+user_version).
 """
 
 from __future__ import annotations
@@ -51,7 +60,9 @@ from typing import Any, Callable, Iterable, Iterator
 from ..errors import OutputError, UserError
 from .visits import ATTENTION_EDGES, CRASHED, DWELL_EDGES, GENDERS, AgeBrackets, Totals, Visit, bin_index, bracket_order
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# the camera of a single-stream kiosk, and of every row written before stores had cameras
+DEFAULT_CAMERA = "default"
 # SQLite's header field for the file's owner ("KIOS"): identifies a store without SQL
 APPLICATION_ID = int.from_bytes(b"KIOS", "big")
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -59,6 +70,7 @@ STORE_NAME = "kiosk.sqlite3"
 LOCK_NAME = "kiosk.lock"
 # the live row is stale (camera gone or kiosk stopped) after this long
 LIVE_FRESH_S = 5.0
+CAMERA_MAX_CHARS = 64
 
 # a visit's columns, shared by the visits and their checkpoints (open_visits)
 VISIT_COLUMNS_SQL = """\
@@ -74,9 +86,11 @@ VISIT_COLUMNS_SQL = """\
     gender TEXT NOT NULL,
     gender_confidence REAL,"""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
+# table name -> its definition; every row that a camera produced carries the camera, so
+# one store serves several cameras, and the tracker's per-stream ids stay apart
+TABLES: dict[str, str] = {
+    "meta": "key TEXT PRIMARY KEY, value TEXT NOT NULL",
+    "runs": """
     id INTEGER PRIMARY KEY,
     started_at REAL NOT NULL,
     heartbeat_at REAL NOT NULL,
@@ -86,29 +100,35 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER,
     frames INTEGER NOT NULL DEFAULT 0,
     visits INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS gaps (
+""",
+    "cameras": "name TEXT PRIMARY KEY",
+    "gaps": """
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
+    camera TEXT NOT NULL,
     start REAL NOT NULL,
     end REAL NOT NULL,
     kind TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS visits (
+""",
+    "visits": f"""
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
-{VISIT_COLUMNS}
+    camera TEXT NOT NULL,
+{VISIT_COLUMNS_SQL}
     ended TEXT NOT NULL DEFAULT 'left',
-    UNIQUE (run_id, track_id)
-);
-CREATE INDEX IF NOT EXISTS visits_start ON visits (start);
-CREATE TABLE IF NOT EXISTS open_visits (
+    UNIQUE (run_id, camera, track_id)
+""",
+    "open_visits": f"""
     run_id INTEGER NOT NULL,
-{VISIT_COLUMNS}
-    PRIMARY KEY (run_id, track_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS minute_stats (
+    camera TEXT NOT NULL,
+{VISIT_COLUMNS_SQL}
+    PRIMARY KEY (run_id, camera, track_id)
+""",
+    # the aggregates are per camera too, so that one camera's report counts its own
+    # visits only; the store's totals are the sums over cameras
+    "minute_stats": """
     minute INTEGER NOT NULL,
+    camera TEXT NOT NULL,
     bracket TEXT NOT NULL,
     gender TEXT NOT NULL,
     visits INTEGER NOT NULL,
@@ -116,30 +136,70 @@ CREATE TABLE IF NOT EXISTS minute_stats (
     glances INTEGER NOT NULL,
     dwell_s REAL NOT NULL,
     attention_s REAL NOT NULL,
-    PRIMARY KEY (minute, bracket, gender)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS minute_hist (
+    PRIMARY KEY (minute, camera, bracket, gender)
+""",
+    "minute_hist": """
     minute INTEGER NOT NULL,
+    camera TEXT NOT NULL,
     metric TEXT NOT NULL,
     bin INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    PRIMARY KEY (minute, metric, bin)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS live (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
+    PRIMARY KEY (minute, camera, metric, bin)
+""",
+    # what each camera sees now, as of its last heartbeat
+    "live": """
+    camera TEXT PRIMARY KEY,
     run_id INTEGER NOT NULL,
     updated_at REAL NOT NULL,
     faces INTEGER NOT NULL,
     people INTEGER NOT NULL
-);
-""".replace("{VISIT_COLUMNS}", VISIT_COLUMNS_SQL)
-
-# statements that bring a store of version N to N + 1 (tables that are new in N + 1 come
-# from SCHEMA's CREATE ... IF NOT EXISTS)
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: ("ALTER TABLE visits ADD COLUMN ended TEXT NOT NULL DEFAULT 'left'",),
+""",
 }
+WITHOUT_ROWID = {"open_visits", "minute_stats", "minute_hist"}
+INDEXES = ("CREATE INDEX IF NOT EXISTS visits_start ON visits (start)",)
+
+
+def _create(table: str) -> str:
+    suffix = " WITHOUT ROWID" if table in WITHOUT_ROWID else ""
+    return f"CREATE TABLE IF NOT EXISTS {table} ({TABLES[table]}){suffix}"
+
+
+SCHEMA = (*(_create(t) for t in TABLES), *INDEXES)
+
 VISIT_FIELDS = "track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender, gender_confidence"
+
+
+def _add_camera(table: str, columns: str) -> tuple[str, ...]:
+    """Rebuild a table of version 2 with its camera column (a key column: SQLite cannot add
+    one in place), its rows all of the one camera a store then had."""
+    return (
+        f"ALTER TABLE {table} RENAME TO {table}_v2",
+        _create(table),
+        f"INSERT INTO {table} (camera, {columns}) SELECT '{DEFAULT_CAMERA}', {columns} FROM {table}_v2",
+        f"DROP TABLE {table}_v2",
+    )
+
+
+# statements that bring a store of version N to N + 1 (tables that are new in the latest
+# version come from SCHEMA's CREATE ... IF NOT EXISTS). The v2 -> v3 rebuilds create
+# TABLES' tables: a version that changes one of them must freeze its version-3 definition
+# here first, as version 1's step does for the version-2 open_visits.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE visits ADD COLUMN ended TEXT NOT NULL DEFAULT 'left'",
+        f"CREATE TABLE open_visits (run_id INTEGER NOT NULL,{VISIT_COLUMNS_SQL} PRIMARY KEY (run_id, track_id)) WITHOUT ROWID",
+    ),
+    2: (
+        *_add_camera("visits", f"id, run_id, {VISIT_FIELDS}, ended"),
+        *_add_camera("open_visits", f"run_id, {VISIT_FIELDS}"),
+        *_add_camera("gaps", "id, run_id, start, end, kind"),
+        *_add_camera("minute_stats", "minute, bracket, gender, visits, viewers, glances, dwell_s, attention_s"),
+        *_add_camera("minute_hist", "minute, metric, bin, count"),
+        *_add_camera("live", "run_id, updated_at, faces, people"),
+        _create("cameras"),
+        f"INSERT INTO cameras (name) VALUES ('{DEFAULT_CAMERA}')",
+    ),
+}
 
 HISTOGRAMS = {"dwell": DWELL_EDGES, "attention": ATTENTION_EDGES}
 
@@ -156,6 +216,13 @@ class StoreOptions:
     # cap on the file size (SQLite's max_page_count): writes beyond it fail as a full
     # disk does, which is how the tests exercise that path
     max_bytes: int | None = None
+
+
+def check_camera(name: str) -> str:
+    """A camera id as stored: the name itself; a UserError for one a report could not name."""
+    if not name or name != name.strip() or len(name) > CAMERA_MAX_CHARS or not name.isprintable():
+        raise UserError(f"not a usable camera id: {name[:CAMERA_MAX_CHARS]!r} (1 to {CAMERA_MAX_CHARS} printable characters, no spaces at either end)")
+    return name
 
 
 def store_file(data_dir: Path) -> Path:
@@ -201,9 +268,13 @@ class KioskStore:
         self.run_id = run_id
         self._conn: sqlite3.Connection | None = conn
         self._lock = lock
-        self._last_tick = time.monotonic()
-        self._last_retention = time.monotonic()
-        self.frames = 0
+        self._opened = time.monotonic()
+        # per camera: each camera's live row and checkpoints are due once per heartbeat
+        # period, however often the other cameras tick
+        self._last_tick: dict[str, float] = {}
+        self._last_retention = self._opened
+        self._cameras: set[str] = set()
+        self.frames = 0  # of all cameras
         self.visits_written = 0
 
     # ------------------------------------------------------------------ opening
@@ -286,18 +357,30 @@ class KioskStore:
             raise StoreError(f"cannot write the kiosk store {self.path}: {_reason(exc)}") from None
         return result
 
-    def add_visits(self, visits: Iterable[Visit], now: float | None = None) -> int:
-        """Write visits and their aggregates; idempotent per (run, track). Returns rows added."""
+    def add_camera(self, camera: str) -> None:
+        """Record a camera in the store's list (once; every write of a camera does it first)."""
+        if camera in self._cameras:
+            return
+        check_camera(camera)
+        self._transaction(lambda conn: conn.execute("INSERT OR IGNORE INTO cameras (name) VALUES (?)", (camera,)))
+        self._cameras.add(camera)
+
+    def add_visits(self, visits: Iterable[Visit], now: float | None = None, camera: str = DEFAULT_CAMERA) -> int:
+        """Write a camera's visits and their aggregates; idempotent per (run, camera, track). Returns rows added."""
         batch = list(visits)
         if not batch:
             return 0
         now = time.time() if now is None else now
+        self.add_camera(camera)
 
         def work(conn: sqlite3.Connection) -> int:
             # already written by an earlier, interrupted flush: not counted again
-            added = sum(_insert_visit(conn, self.run_id, v) for v in batch)
+            added = sum(_insert_visit(conn, self.run_id, camera, v) for v in batch)
             # the visit replaces its checkpoint
-            conn.executemany("DELETE FROM open_visits WHERE run_id = ? AND track_id = ?", [(self.run_id, v.track_id) for v in batch])
+            conn.executemany(
+                "DELETE FROM open_visits WHERE run_id = ? AND camera = ? AND track_id = ?",
+                [(self.run_id, camera, v.track_id) for v in batch],
+            )
             conn.execute(
                 "UPDATE runs SET visits = visits + ?, heartbeat_at = ?, frames = ? WHERE id = ?", (added, now, self.frames, self.run_id)
             )
@@ -307,9 +390,10 @@ class KioskStore:
         self.visits_written += added
         return added
 
-    def add_gap(self, start: float, end: float, kind: str = "camera") -> None:
+    def add_gap(self, start: float, end: float, kind: str = "camera", camera: str = DEFAULT_CAMERA) -> None:
+        self.add_camera(camera)
         self._transaction(lambda conn: conn.execute(
-            "INSERT INTO gaps (run_id, start, end, kind) VALUES (?, ?, ?, ?)", (self.run_id, start, end, kind)
+            "INSERT INTO gaps (run_id, camera, start, end, kind) VALUES (?, ?, ?, ?, ?)", (self.run_id, camera, start, end, kind)
         ))
 
     def tick(
@@ -319,34 +403,37 @@ class KioskStore:
         now: float | None = None,
         force: bool = False,
         open_visits: Callable[[], Iterable[Visit]] | None = None,
+        camera: str = DEFAULT_CAMERA,
     ) -> bool:
-        """Heartbeat, live row and checkpoints, committed once per heartbeat period; True if written.
+        """A camera's heartbeat, live row and checkpoints, committed once per heartbeat period
+        of that camera; True if written. The run's heartbeat is the latest of any camera.
 
-        open_visits, called only when the tick is due, gives the visits in progress: they
-        replace this run's checkpoints (None leaves the checkpoints as they are).
+        open_visits, called only when the tick is due, gives the camera's visits in
+        progress: they replace its checkpoints (None leaves the checkpoints as they are).
         """
         mono = time.monotonic()
-        if not force and mono - self._last_tick < self.options.heartbeat_s:
+        if not force and mono - self._last_tick.get(camera, self._opened) < self.options.heartbeat_s:
             return False
         now = time.time() if now is None else now
+        self.add_camera(camera)
         checkpoint = None if open_visits is None else list(open_visits())
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE runs SET heartbeat_at = ?, frames = ? WHERE id = ?", (now, self.frames, self.run_id))
             conn.execute(
-                "INSERT OR REPLACE INTO live (id, run_id, updated_at, faces, people) VALUES (1, ?, ?, ?, ?)",
-                (self.run_id, now, faces, people),
+                "INSERT OR REPLACE INTO live (camera, run_id, updated_at, faces, people) VALUES (?, ?, ?, ?, ?)",
+                (camera, self.run_id, now, faces, people),
             )
             if checkpoint is not None:
-                conn.execute("DELETE FROM open_visits WHERE run_id = ?", (self.run_id,))
+                conn.execute("DELETE FROM open_visits WHERE run_id = ? AND camera = ?", (self.run_id, camera))
                 conn.executemany(
-                    f"INSERT INTO open_visits (run_id, {VISIT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(self.run_id, *_visit_values(v)) for v in checkpoint],
+                    f"INSERT INTO open_visits (run_id, camera, {VISIT_FIELDS}) VALUES ({', '.join('?' * 13)})",
+                    [(self.run_id, camera, *_visit_values(v)) for v in checkpoint],
                 )
 
         self._transaction(work)
         # the period counts from this tick: commits of visits in between carry no checkpoint
-        self._last_tick = mono
+        self._last_tick[camera] = mono
         if mono - self._last_retention >= self.options.retention_every_s:
             self.apply_retention(now)
         return True
@@ -401,45 +488,46 @@ def _visit_values(v: Visit) -> tuple[Any, ...]:
             v.gender_confidence)
 
 
-def _insert_visit(conn: sqlite3.Connection, run_id: int, v: Visit) -> bool:
-    """Store a visit and count it in the aggregates, unless the run has it already."""
+def _insert_visit(conn: sqlite3.Connection, run_id: int, camera: str, v: Visit) -> bool:
+    """Store a camera's visit and count it in the aggregates, unless the run has it already."""
     cur = conn.execute(
-        f"INSERT OR IGNORE INTO visits (run_id, {VISIT_FIELDS}, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (run_id, *_visit_values(v), v.ended),
+        f"INSERT OR IGNORE INTO visits (run_id, camera, {VISIT_FIELDS}, ended) VALUES ({', '.join('?' * 14)})",
+        (run_id, camera, *_visit_values(v), v.ended),
     )
     if cur.rowcount != 1:
         return False
-    _add_aggregates(conn, v)
+    _add_aggregates(conn, camera, v)
     return True
 
 
 def _close_open_visits(conn: sqlite3.Connection) -> None:
-    """Turn every checkpoint left in the store into a visit ended by a crash (within a transaction)."""
+    """Turn every checkpoint left in the store into a visit ended by a crash, of the
+    checkpoint's camera (within a transaction)."""
     added: dict[int, int] = {}
-    for run_id, *values in conn.execute(f"SELECT run_id, {VISIT_FIELDS} FROM open_visits").fetchall():
+    for run_id, camera, *values in conn.execute(f"SELECT run_id, camera, {VISIT_FIELDS} FROM open_visits").fetchall():
         visit = Visit(*values, ended=CRASHED)
-        added[run_id] = added.get(run_id, 0) + _insert_visit(conn, run_id, visit)
+        added[run_id] = added.get(run_id, 0) + _insert_visit(conn, run_id, camera, visit)
     conn.executemany("UPDATE runs SET visits = visits + ? WHERE id = ?", [(n, run_id) for run_id, n in added.items()])
     conn.execute("DELETE FROM open_visits")
 
 
-def _add_aggregates(conn: sqlite3.Connection, v: Visit) -> None:
+def _add_aggregates(conn: sqlite3.Connection, camera: str, v: Visit) -> None:
     minute = minute_of(v.start)
     conn.execute(
-        "INSERT INTO minute_stats (minute, bracket, gender, visits, viewers, glances, dwell_s, attention_s)"
-        " VALUES (?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (minute, bracket, gender) DO UPDATE SET"
+        "INSERT INTO minute_stats (minute, camera, bracket, gender, visits, viewers, glances, dwell_s, attention_s)"
+        " VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) ON CONFLICT (minute, camera, bracket, gender) DO UPDATE SET"
         " visits = visits + 1, viewers = viewers + excluded.viewers, glances = glances + excluded.glances,"
         " dwell_s = dwell_s + excluded.dwell_s, attention_s = attention_s + excluded.attention_s",
-        (minute, v.bracket, v.gender, int(v.viewer), v.glances, v.dwell_s, v.attention_s),
+        (minute, camera, v.bracket, v.gender, int(v.viewer), v.glances, v.dwell_s, v.attention_s),
     )
     bins = [("dwell", bin_index(v.dwell_s, DWELL_EDGES))]
     if v.viewer:
         bins.append(("attention", bin_index(v.attention_s, ATTENTION_EDGES)))
     for metric, b in bins:
         conn.execute(
-            "INSERT INTO minute_hist (minute, metric, bin, count) VALUES (?, ?, ?, 1)"
-            " ON CONFLICT (minute, metric, bin) DO UPDATE SET count = count + 1",
-            (minute, metric, b),
+            "INSERT INTO minute_hist (minute, camera, metric, bin, count) VALUES (?, ?, ?, ?, 1)"
+            " ON CONFLICT (minute, camera, metric, bin) DO UPDATE SET count = count + 1",
+            (minute, camera, metric, b),
         )
 
 
@@ -497,6 +585,10 @@ def _identify(path: Path) -> None:
         raise StoreError(f"cannot use the kiosk store {path}: the file is not a usable SQLite database")
     app_id = int.from_bytes(header[68:72], "big")
     if app_id == APPLICATION_ID:
+        # stores from version 3 on also keep their version in the header's user_version
+        version = int.from_bytes(header[60:64], "big")
+        if version > SCHEMA_VERSION:
+            raise _newer(path, version)
         return
     if app_id != 0:
         raise _foreign(path)
@@ -524,12 +616,12 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path, now: float) ->
         for v in range(version, SCHEMA_VERSION):
             for statement in MIGRATIONS[v]:
                 conn.execute(statement)
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in SCHEMA:
+            conn.execute(statement)
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(now),))
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -576,22 +668,35 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
 
 
 @dataclass(frozen=True)
+class CameraLive:
+    camera: str
+    faces: int
+    people: int
+    updated_at: float
+    fresh: bool  # the kiosk is running and saw this camera within LIVE_FRESH_S
+
+
+@dataclass(frozen=True)
 class Live:
+    """What the cameras of the latest run see now: faces and people summed over the fresh ones."""
+
     faces: int
     people: int
     updated_at: float | None
-    fresh: bool  # the kiosk is running and saw the camera within LIVE_FRESH_S
+    fresh: bool  # the kiosk is running and saw a camera within LIVE_FRESH_S
     running: bool
+    cameras: tuple[CameraLive, ...] = ()
 
 
 @dataclass(frozen=True)
 class VisitRow:
-    """A stored visit (see visits.Visit), with the run it belongs to.
+    """A stored visit (see visits.Visit), with the run and camera it belongs to.
 
     Without `ended`: a reader also serves a version-1 store, which has no such column.
     """
 
     run_id: int
+    camera: str
     track_id: int
     start: float
     end: float
@@ -621,9 +726,10 @@ class RunRow:
 
 @dataclass(frozen=True)
 class GapRow:
-    """A period a run was without its camera (kind "camera") or otherwise blind."""
+    """A period a run was without a camera (kind "camera") or otherwise blind."""
 
     run_id: int
+    camera: str
     start: float
     end: float
     kind: str
@@ -701,15 +807,26 @@ class StoreReader:
     """Read-only queries for the dashboard and reports; one short connection per call.
 
     Times are seconds since the epoch; ranges are [start, end). Aggregates are per
-    minute, so a range is effectively rounded to whole minutes of visit starts.
+    minute, so a range is effectively rounded to whole minutes of visit starts. With a
+    camera, every figure is that camera's (runs, which all cameras share, excepted);
+    without, the sums over all cameras. Stores from before cameras read as one camera,
+    DEFAULT_CAMERA.
     """
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, camera: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.path = store_file(self.data_dir)
         if not self.path.is_file():
             raise UserError(f"no kiosk store in {self.data_dir} (expected {self.path})")
         _identify(self.path)  # a foreign file: one clear line, and no -wal or -shm beside it
+        rows = self._rows("SELECT value FROM meta WHERE key = 'schema_version'")
+        self.schema_version = int(rows[0][0]) if rows else SCHEMA_VERSION
+        # the camera column, or what stands for it in a store that has none
+        self._camera_sql = "camera" if self.schema_version >= 3 else f"'{DEFAULT_CAMERA}'"
+        self.camera = camera
+        if camera is not None and camera not in self.cameras():
+            known = ", ".join(self.cameras()) or "none yet"
+            raise UserError(f"no camera {camera[:CAMERA_MAX_CHARS]!r} in the kiosk store {self.path} (cameras: {known})")
 
     def _iter_rows(self, sql: str, params: tuple = (), batch: int = 1000) -> Iterator[tuple[Any, ...]]:
         """The query's rows, fetched batch by batch: a long range is never all in memory."""
@@ -730,15 +847,34 @@ class StoreReader:
     def _rows(self, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
         return list(self._iter_rows(sql, params))
 
+    def _columns(self, row_type: type) -> str:
+        """A row type's columns as a SELECT list (the camera's stand-in where there is none)."""
+        return ", ".join(self._camera_sql if c == "camera" else c for c in row_columns(row_type))
+
+    def _where(self, sql: str, params: tuple) -> tuple[str, tuple]:
+        """A WHERE clause's condition and parameters, narrowed to the reader's camera."""
+        if self.camera is None:
+            return sql, params
+        return f"{sql} AND {self._camera_sql} = ?", (*params, self.camera)
+
     def _per_minute(self, select: str, start: float, end: float, group: str = "", params: tuple = ()) -> list[tuple[Any, ...]]:
         """SELECT select FROM minute_stats over the minutes of [start, end), then group (GROUP BY ...)."""
-        return self._rows(
-            f"SELECT {select} FROM minute_stats WHERE minute >= ? AND minute < ? {group}",
-            (*params, minute_of(start), _minute_end(end)),
-        )
+        where, where_params = self._where("minute >= ? AND minute < ?", (minute_of(start), _minute_end(end)))
+        return self._rows(f"SELECT {select} FROM minute_stats WHERE {where} {group}", (*params, *where_params))
+
+    def cameras(self) -> tuple[str, ...]:
+        """Every camera the store has seen, by name."""
+        if self.schema_version < 3:
+            return (DEFAULT_CAMERA,)
+        return tuple(r[0] for r in self._rows("SELECT name FROM cameras ORDER BY name"))
 
     def totals(self, start: float, end: float) -> Totals:
         return _totals(self._per_minute(_SUMS, start, end)[0])
+
+    def camera_totals(self, start: float, end: float) -> dict[str, Totals]:
+        """Totals per camera with visits in the range (the reader's camera only, if it has one)."""
+        rows = self._per_minute(f"{self._camera_sql} AS c, {_SUMS}", start, end, "GROUP BY c ORDER BY c")
+        return {str(c): _totals(sums) for c, *sums in rows}
 
     def brackets(self, start: float, end: float) -> dict[str, GenderCounts]:
         """Visits by age bracket and gender, every configured bracket included, in age order."""
@@ -774,10 +910,8 @@ class StoreReader:
     def histogram(self, metric: str, start: float, end: float) -> list[int]:
         edges = HISTOGRAMS[metric]
         counts = [0] * (len(edges) + 1)
-        for b, n in self._rows(
-            "SELECT bin, SUM(count) FROM minute_hist WHERE metric = ? AND minute >= ? AND minute < ? GROUP BY bin",
-            (metric, minute_of(start), _minute_end(end)),
-        ):
+        where, params = self._where("metric = ? AND minute >= ? AND minute < ?", (metric, minute_of(start), _minute_end(end)))
+        for b, n in self._rows(f"SELECT bin, SUM(count) FROM minute_hist WHERE {where} GROUP BY bin", params):
             if 0 <= int(b) < len(counts):
                 counts[int(b)] = int(n)
         return counts
@@ -788,9 +922,8 @@ class StoreReader:
 
     def iter_visits(self, start: float, end: float, batch: int = 1000) -> Iterator[VisitRow]:
         """Like visits(), without holding the whole range in memory (CSV export)."""
-        rows = self._iter_rows(
-            f"SELECT {', '.join(row_columns(VisitRow))} FROM visits WHERE start >= ? AND start < ? ORDER BY start, id", (start, end), batch
-        )
+        where, params = self._where("start >= ? AND start < ?", (start, end))
+        rows = self._iter_rows(f"SELECT {self._columns(VisitRow)} FROM visits WHERE {where} ORDER BY start, id", params, batch)
         return (VisitRow(*r) for r in rows)
 
     def runs(self, start: float, end: float) -> list[RunRow]:
@@ -801,21 +934,30 @@ class StoreReader:
         )]
 
     def gaps(self, start: float, end: float) -> list[GapRow]:
-        return [GapRow(*r) for r in self._rows(
-            f"SELECT {', '.join(row_columns(GapRow))} FROM gaps WHERE start < ? AND end >= ? ORDER BY start", (end, start)
-        )]
+        where, params = self._where("start < ? AND end >= ?", (end, start))
+        return [GapRow(*r) for r in self._rows(f"SELECT {self._columns(GapRow)} FROM gaps WHERE {where} ORDER BY start", params)]
 
     def live(self, now: float | None = None) -> Live:
+        """The cameras of the latest run that wrote a live row (a stopped run's read as stopped)."""
         now = time.time() if now is None else now
+        where, params = self._where("l.run_id = (SELECT MAX(run_id) FROM live)", ())
         rows = self._rows(
-            "SELECT l.faces, l.people, l.updated_at, r.stopped_at FROM live l JOIN runs r ON r.id = l.run_id WHERE l.id = 1"
+            f"SELECT {self._camera_sql} AS c, l.faces, l.people, l.updated_at, r.stopped_at"
+            f" FROM live l JOIN runs r ON r.id = l.run_id WHERE {where} ORDER BY c",
+            params,
         )
         if not rows:
             return Live(0, 0, None, False, False)
-        faces, people, updated, stopped = rows[0]
-        running = stopped is None
-        fresh = running and now - float(updated) <= LIVE_FRESH_S
-        return Live(int(faces) if fresh else 0, int(people) if fresh else 0, float(updated), fresh, running)
+        running = rows[0][4] is None  # the rows are all of one run
+        cameras = tuple(_camera_live(str(c), int(f), int(p), float(u), running and now - float(u) <= LIVE_FRESH_S) for c, f, p, u, _ in rows)
+        return Live(
+            sum(c.faces for c in cameras),
+            sum(c.people for c in cameras),
+            max(c.updated_at for c in cameras),
+            any(c.fresh for c in cameras),
+            running,
+            cameras,
+        )
 
     def configured_brackets(self) -> AgeBrackets:
         rows = self._rows("SELECT value FROM meta WHERE key = 'age_brackets'")
@@ -825,8 +967,14 @@ class StoreReader:
             return AgeBrackets()
 
     def first_minute(self) -> float | None:
-        r = self._rows("SELECT MIN(minute) FROM minute_stats")[0][0]
+        where, params = self._where("1", ())
+        r = self._rows(f"SELECT MIN(minute) FROM minute_stats WHERE {where}", params)[0][0]
         return None if r is None else float(r)
+
+
+def _camera_live(camera: str, faces: int, people: int, updated_at: float, fresh: bool) -> CameraLive:
+    # a camera gone or a kiosk stopped shows no one, never a stale count
+    return CameraLive(camera, faces if fresh else 0, people if fresh else 0, updated_at, fresh)
 
 
 def _minute_end(end: float) -> int:

@@ -18,7 +18,7 @@ from .jsonlines import EventsSink, FramesSink, face_record, frame_record
 from .people_csv import PeopleCsvSink
 from .summary import SummarySink
 from .video import VideoSink
-from .window import WindowSink
+from .window import TiledWindow, WindowSink, WindowSlot, tile_views
 from .writers import JsonLinesFile, VideoFile, check_outputs, check_video_path, check_writable, write_json_atomic
 
 
@@ -52,7 +52,8 @@ def build_sinks(outputs: Mapping[str, Path | None]) -> list[Sink]:
 
 __all__ = [
     "OUTPUTS", "VIDEO_OPTION", "EventsSink", "FramesSink", "JsonLinesFile", "OutputKind", "PeopleCsvSink",
-    "ShownFrame", "Sink", "StopRun", "SummarySink", "VideoFile", "VideoSink", "WindowSink", "build_sinks",
+    "ShownFrame", "Sink", "StopRun", "SummarySink", "TiledWindow", "VideoFile", "VideoSink", "WindowSink", "WindowSlot",
+    "build_sinks", "tile_views",
     "check_outputs", "check_video_path", "check_writable", "face_record", "frame_record", "write_json_atomic",
     "write_text_atomic",
 ]

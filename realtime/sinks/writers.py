@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -40,26 +40,29 @@ def check_writable(path: Path) -> Path:
 
 
 def check_outputs(
-    source: str,
+    source: str | Sequence[str],
     outputs: Mapping[str, Path | None],
     inputs: Mapping[str, Path | None],
     video_option: str = "--output",
 ) -> None:
     """Every output is writable and none is an input or another output, before anything opens.
 
-    `outputs` and `inputs` map option names (for messages) to paths; a file or folder
-    `source` counts as an input too; the output named `video_option` is a video.
+    `outputs` and `inputs` map option names (for messages; a stream's outputs may be
+    labelled "--output (door)") to paths; each file or folder `source` counts as an input
+    too; the outputs labelled `video_option` are videos.
     """
     from ..sources import classify
 
     for name, path in outputs.items():
         if path is None:
             continue
-        check = check_video_path if name == video_option else check_writable
+        check = check_video_path if name.split(" ")[0] == video_option else check_writable
         check(path)
     all_inputs = dict(inputs)
-    if classify(source) in ("file", "folder"):
-        all_inputs["--source"] = Path(source)
+    sources = [source] if isinstance(source, str) else list(source)
+    for spec in sources:
+        if classify(spec) in ("file", "folder"):
+            all_inputs["--source" if len(sources) == 1 else f"--source {spec}"] = Path(spec)
     refuse_clashes(outputs, all_inputs)
 
 
