@@ -299,7 +299,7 @@ def run_streams(args: argparse.Namespace, cameras: "list[Camera]", console: Any)
     with ExitStack() as stack:
         stack.enter_context(console_logging(console))
         kiosk_run = stack.enter_context(KioskRun.open(kiosk, ", ".join(c.name for c in cameras), console)) if kiosk else None
-        engines = stack.enter_context(SharedEngines.create(detector_options(args), args.model, args.device))
+        engines = stack.enter_context(SharedEngines.create(detector_options(args), args.model, args.device, len(cameras)))
         window = TiledWindow([c.name for c in cameras]) if display else None
         streams = []
         for camera in cameras:
@@ -314,8 +314,10 @@ def run_streams(args: argparse.Namespace, cameras: "list[Camera]", console: Any)
         if window:
             window.open()
             stack.callback(window.close)
-        options = StreamsOptions(progress=not args.quiet, keep_people=kiosk is None, after_tick=window.show if window else None)
-        summary = run_all(streams, engines.model, options, console)
+        # the window and the kiosk's store are used from one thread: then one loop for all
+        threads = window is None and kiosk_run is None
+        options = StreamsOptions(progress=not args.quiet, keep_people=kiosk is None, after_tick=window.show if window else None, threads=threads)
+        summary = run_all(streams, engines, options, console)
         if outputs["summary"] is not None:
             write_json_atomic(outputs["summary"], summary.to_dict())
         if kiosk_run:

@@ -32,7 +32,7 @@ from .motion import MotionMask, TileGate
 from .paths import DEFAULT_MODEL
 from .scheduling import FaceQuality, InferenceLog, ScheduleOptions
 from .smoothing import Estimates, FaceEstimates, FacePrediction, SmoothingOptions
-from .tiling import ScanPlan, TiledDetector, without_covered
+from .tiling import DetectionPlan, ScanPlan, TiledDetector, without_covered
 from .tracking import FaceTracker, Track, TrackBook, TrackerOptions
 
 STAGES = ("detect", "track", "crop", "infer")
@@ -285,6 +285,7 @@ class Analyzer:
         self._motion: MotionMask | None = None
         self._gate: TileGate | None = None
         self._previous = np.zeros((0, 4), np.float32)  # the last frame's detections
+        self._planned: bool | None = None  # full_scan of the plan made and not yet detected
         self._seen: list[tuple[Track, FaceQuality]] = []  # the last detection frame's faces
         self._estimating: dict[int, Estimating] = {}  # by track id, while the track lasts
         self.frames = 0
@@ -340,9 +341,31 @@ class Analyzer:
         all their crops (realtime/streams.py); each `begin` must be followed by its
         `complete` before the next `begin`.
         """
+        started = _time.perf_counter()
+        plan = self.detection_plan(image)
+        detections = plan.run(self.detector.engine) if plan is not None else None
+        return self.begin_detected(image, frame_index, time, detections, _time.perf_counter() - started)
+
+    def detection_plan(self, image: np.ndarray) -> DetectionPlan | None:
+        """The detector passes this frame needs; None on a frame the detector skips.
+
+        Made before the passes run so that several streams' passes can go through the
+        network together (`begin_detected` then takes the frame's faces).
+        """
         if self.frames % self.detect_every:
+            return None
+        return self._plan_detection(image)
+
+    def begin_detected(
+        self, image: np.ndarray, frame_index: int, time: float, detections: sv.Detections | None, detect_seconds: float = 0.0
+    ) -> "PendingFrame":
+        """`begin` with the faces of `detection_plan`'s passes (None: a frame the detector skips)."""
+        if detections is None:
             return PendingFrame(frame_index, time, np.zeros((0, 1, 1, 3), np.uint8), [], frozenset(), {}, False, coasting=True)
-        timings: dict[str, float] = {}
+        assert self._planned is not None
+        full_scan, self._planned = self._planned, None
+        self._previous = detections.xyxy
+        timings: dict[str, float] = {"detect": detect_seconds}
         clock = _time.perf_counter()
 
         def lap(stage: str) -> None:
@@ -351,9 +374,6 @@ class Analyzer:
             timings[stage] = now - clock
             clock = now
 
-        detections, full_scan = self._detect(image)
-        self._previous = detections.xyxy
-        lap("detect")
         tracks = self.book.observe(self.tracker.update(detections), frame_index, time)
         for track in tracks:
             if track.track_id not in self._estimating:
@@ -407,34 +427,38 @@ class Analyzer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _detect(self, image: np.ndarray) -> tuple[sv.Detections, bool]:
+    def _plan_detection(self, image: np.ndarray) -> DetectionPlan:
         plan = self._scan_plan(image.shape)
+        iou = self.detector.options.merge_iou
         if not plan.sweep:
-            return self.detector.detect_areas(image, plan.whole), True
-        first = self._sweep is None
-        if first:
-            self._sweep = RollingScan()
-        if self._gate is not None:
-            assert self._motion is not None
-            self._gate.observe(self._motion.update(image))
-        if plan.tiled:
-            return self._detect_tiled(image, plan, first)
-        return self._detect_small_faces(image, plan, first)
+            detection = DetectionPlan.merged([self.detector.areas_job(image, plan.whole)], True, iou)
+        else:
+            first = self._sweep is None
+            if first:
+                self._sweep = RollingScan()
+            if self._gate is not None:
+                assert self._motion is not None
+                self._gate.observe(self._motion.update(image))
+            planner = self._plan_tiled if plan.tiled else self._plan_small_faces
+            detection = planner(image, plan, first)
+        self._planned = detection.full_scan
+        return detection
 
-    def _detect_tiled(self, image: np.ndarray, plan: ScanPlan, first: bool) -> tuple[sv.Detections, bool]:
+    def _plan_tiled(self, image: np.ndarray, plan: ScanPlan, first: bool) -> DetectionPlan:
         """A large frame: a slice of the tiled scan, and the known faces in their regions."""
+        iou = self.detector.options.merge_iou
         if first:  # whoever is already in view is found at once
             self._gated(range(len(plan.sweep)))
-            return self.detector.detect_areas(image, plan.sweep), True
+            return DetectionPlan.merged([self.detector.areas_job(image, plan.sweep)], True, iou)
         assert self._sweep is not None
         due, completed = self._sweep.next(len(plan.sweep), self.scan_interval)
-        parts = [self.detector.detect_areas(image, [plan.sweep[i] for i in self._gated(due)])]
+        jobs = [self.detector.areas_job(image, [plan.sweep[i] for i in self._gated(due)])]
         known = self._region_boxes()
         if len(known):
-            parts.append(self.detector.detect_regions(image, known))
-        return merge_detections(parts, self.detector.options.merge_iou), completed
+            jobs.append(self.detector.regions_job(image, known))
+        return DetectionPlan.merged(jobs, completed, iou)
 
-    def _detect_small_faces(self, image: np.ndarray, plan: ScanPlan, first: bool) -> tuple[sv.Detections, bool]:
+    def _plan_small_faces(self, image: np.ndarray, plan: ScanPlan, first: bool) -> DetectionPlan:
         """A small frame: a slice of the small-face tiles, the small known faces in their
         regions, and the whole frame when it has a known face to follow or newcomers are due."""
         assert self._sweep is not None
@@ -443,20 +467,23 @@ class Analyzer:
         else:
             due, completed = self._sweep.spread(len(plan.sweep), self.small_face_interval)
         iou = self.detector.options.merge_iou
-        fine = [self.detector.detect_areas(image, [plan.sweep[i] for i in due])]
+        fine = [self.detector.areas_job(image, [plan.sweep[i] for i in due])]
         known = self._region_boxes()
         small = np.minimum(known[:, 2] - known[:, 0], known[:, 3] - known[:, 1]) < plan.follow_below_px
         if small.any():
-            fine.append(self.detector.detect_regions(image, known[small], SMALL_FACE_MOSAIC, SMALL_FACE_REGION_PX))
-        tight = merge_detections(fine, iou)
+            fine.append(self.detector.regions_job(image, known[small], SMALL_FACE_MOSAIC, SMALL_FACE_REGION_PX))
         self._since_whole += 1
         # while every known face is followed in the mosaic, the whole frame is only
         # searched for newcomers, as often as a large frame's sweep searches it
         if small.any() and small.all() and self._since_whole < self.scan_interval:
-            return tight, completed
+            return DetectionPlan.merged(fine, completed, iou)
         self._since_whole = 0
-        coarse = self.detector.detect_areas(image, plan.whole)
-        return merge_detections([without_covered(coarse, tight), tight], iou), completed
+
+        def combine(parts: list[sv.Detections]) -> sv.Detections:
+            tight, coarse = merge_detections(parts[:-1], iou), parts[-1]
+            return merge_detections([without_covered(coarse, tight), tight], iou)
+
+        return DetectionPlan([*fine, self.detector.areas_job(image, plan.whole)], combine, completed)
 
     def _scan_plan(self, shape: tuple[int, ...]) -> ScanPlan:
         """The plan for this frame size, made once per source (again only if the size changes)."""

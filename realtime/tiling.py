@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -121,27 +121,39 @@ class TiledDetector:
 
     def detect_areas(self, frame_bgr: np.ndarray, areas: Sequence[Area]) -> sv.Detections:
         """Faces in some of the scan's passes (`scan_passes`), for a scan spread over frames."""
-        images = [frame_bgr[y1:y2, x1:x2] for x1, y1, x2, y2 in areas]
-        found = detect_all(self.engine, images)
-        parts = [shifted(f, x1, y1) for f, (x1, y1, _, _) in zip(found, areas)]
-        return merge_detections(parts, self.options.merge_iou)
+        return self.areas_job(frame_bgr, areas).run(self.engine)
 
     def detect_regions(
         self, frame_bgr: np.ndarray, boxes: np.ndarray, min_side: int = 1, min_region_px: float = 0.0
     ) -> sv.Detections:
-        """Faces near the given boxes only: the cheap pass between full scans.
+        """Faces near the given boxes only: the cheap pass between full scans (`regions_job`)."""
+        return self.regions_job(frame_bgr, boxes, min_side, min_region_px).run(self.engine)
 
-        All the regions (at least `min_region_px` a side) go through the detector
-        together, as one mosaic (see `DetectorOptions.mosaic_cell`) of at least
-        `min_side` cells a side; a face seen in two overlapping regions is merged.
-        """
+    def areas_job(self, frame_bgr: np.ndarray, areas: Sequence[Area]) -> "DetectorJob":
+        """The network inputs for some of the scan's passes, and how their faces become the frame's."""
+        iou = self.options.merge_iou
+
+        def assemble(found: list[sv.Detections]) -> sv.Detections:
+            return merge_detections([shifted(f, x1, y1) for f, (x1, y1, _, _) in zip(found, areas)], iou)
+
+        return DetectorJob([frame_bgr[y1:y2, x1:x2] for x1, y1, x2, y2 in areas], assemble)
+
+    def regions_job(
+        self, frame_bgr: np.ndarray, boxes: np.ndarray, min_side: int = 1, min_region_px: float = 0.0
+    ) -> "DetectorJob":
+        """The regions around known boxes (at least `min_region_px` a side) scaled into the
+        cells of mosaics of at least `min_side` cells a side (see `DetectorOptions.mosaic_cell`),
+        one network input per mosaic; a face seen in two overlapping regions is merged."""
         height, width = frame_bgr.shape[:2]
         regions = region_boxes(boxes, width, height, self.options.region_scale, min_region_px)
-        cell, parts = self.options.mosaic_cell, []
-        for cells, side in mosaic_layouts(regions, cell, self.options.mosaic_max_side, min_side):
-            found = self.engine.detect(build_mosaic(frame_bgr, cells, side))
-            parts.append(from_mosaic(found, cells, cell, side // cell))
-        return merge_detections(parts, self.options.merge_iou)
+        cell, iou = self.options.mosaic_cell, self.options.merge_iou
+        layouts = mosaic_layouts(regions, cell, self.options.mosaic_max_side, min_side)
+
+        def assemble(found: list[sv.Detections]) -> sv.Detections:
+            parts = [from_mosaic(f, cells, cell, side // cell) for f, (cells, side) in zip(found, layouts)]
+            return merge_detections(parts, iou)
+
+        return DetectorJob([build_mosaic(frame_bgr, cells, side) for cells, side in layouts], assemble)
 
     def close(self) -> None:
         if self.owns_engine:
@@ -162,6 +174,48 @@ def detect_all(engine: FaceDetector, images: Sequence[np.ndarray]) -> list[sv.De
     if batch is not None and len(images) > 1:
         return list(batch(images))
     return [engine.detect(image) for image in images]
+
+
+@dataclass
+class DetectorJob:
+    """Network inputs cut from one frame (tiles, a mosaic), and how their detections
+    become the frame's: made first, run later, so that the inputs of many jobs (a
+    frame's passes, several streams' frames) can go through the network together."""
+
+    images: list[np.ndarray]
+    assemble: Callable[[list[sv.Detections]], sv.Detections]  # one Detections per image, in order
+
+    def run(self, engine: FaceDetector) -> sv.Detections:
+        return self.assemble(detect_all(engine, self.images))
+
+
+@dataclass
+class DetectionPlan:
+    """Every network pass one frame needs (its jobs), and how their results combine."""
+
+    jobs: list[DetectorJob]
+    combine: Callable[[list[sv.Detections]], sv.Detections]  # one Detections per job
+    full_scan: bool  # a search of the whole frame for new faces completes with this frame
+
+    @classmethod
+    def merged(cls, jobs: list[DetectorJob], full_scan: bool, iou: float) -> "DetectionPlan":
+        """A plan whose jobs' faces are simply merged."""
+        return cls(jobs, lambda parts: merge_detections(parts, iou), full_scan)
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [image for job in self.jobs for image in job.images]
+
+    def finish(self, found: Sequence[sv.Detections]) -> sv.Detections:
+        """The frame's faces from the network's results for `images`, in order."""
+        parts, start = [], 0
+        for job in self.jobs:
+            parts.append(job.assemble(list(found[start : start + len(job.images)])))
+            start += len(job.images)
+        return self.combine(parts)
+
+    def run(self, engine: FaceDetector) -> sv.Detections:
+        return self.finish(detect_all(engine, self.images))
 
 
 def shifted(found: sv.Detections, dx: int, dy: int) -> sv.Detections:

@@ -154,3 +154,94 @@ def test_report_tool_turns_reports_into_a_table_and_a_plot(walking_report, tmp_p
     assert lines[0].startswith("| video |") and WALKING.name in lines[2]
     assert any(line.startswith("| model | provider | batch 1 | batch 4 |") for line in lines)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------- tooling.bench_streams, pure parts
+
+
+def _run(mode, streams, repeat, frames, wall, processing, rss, cpu):
+    from tooling.bench_streams import RunResult
+
+    return RunResult(mode, streams, repeat, frames, wall, processing, tuple(rss), cpu)
+
+
+def _streams_runs():
+    return [
+        _run("one_process", 1, 0, 500, 12.0, 10.0, [450.0], 10.0),
+        _run("one_process", 1, 1, 500, 14.0, 12.5, [452.0], 11.0),
+        _run("processes", 4, 0, 2000, 50.0, 40.0, [460.0, 455.0, 470.0, 465.0], 90.0),
+        _run("processes", 4, 1, 2000, 45.0, 40.0, [460.0, 455.0, 470.0, 465.0], 88.0),
+        _run("one_process", 4, 0, 2000, 25.0, 20.0, [540.0], 45.0),
+        _run("one_process", 4, 1, 2000, 30.0, 25.0, [560.0], 47.0),
+    ]
+
+
+def test_streams_ratios_and_memory_per_extra_stream():
+    from tooling.bench_streams import build_results
+
+    results = build_results(_streams_runs(), (1, 4))
+    one4 = results["configs"]["one_process/4"]
+    assert one4["fps_processing"] == 90.0 and one4["fps_processing_best"] == 100.0  # median of 100 and 80
+    assert one4["rss_total_mb"] == 550.0 and one4["cpu_util"] == pytest.approx((45 / 25 + 47 / 30) / 2, abs=0.01)
+    procs4 = results["configs"]["processes/4"]
+    assert procs4["fps_processing"] == 50.0 and procs4["rss_total_mb"] == 1850.0 and procs4["rss_per_process_mb"] == 470.0
+    [ratios] = results["ratios"]
+    assert ratios["streams"] == 4
+    assert ratios["fps_processing_ratio"] == pytest.approx(90 / 50, abs=1e-3)
+    assert ratios["fps_wall_ratio"] == pytest.approx(results["configs"]["one_process/4"]["fps_wall"] / procs4["fps_wall"], abs=1e-3)
+    assert ratios["mb_per_extra_stream"] == pytest.approx((550 - 451) / 3, abs=0.1)
+    assert ratios["mb_per_extra_process"] == pytest.approx((1850 - 451) / 3, abs=0.1)
+    assert ratios["fps_ratio_met"] is True and ratios["memory_met"] is True
+    assert len(results["runs"]) == 6 and results["runs"][2]["peak_rss_mb"] == [460.0, 455.0, 470.0, 465.0]
+
+
+def test_streams_missed_targets_and_missing_configs():
+    from tooling.bench_streams import build_results
+
+    slow = [r for r in _streams_runs() if r.mode != "one_process" or r.streams == 1]
+    slow.append(_run("one_process", 4, 0, 2000, 40.0, 36.0, [800.0], 70.0))
+    [ratios] = build_results(slow, (1, 4))["ratios"]
+    assert ratios["fps_ratio_met"] is False and ratios["memory_met"] is False
+    [alone] = build_results([r for r in _streams_runs() if r.streams == 4], (1, 4))["ratios"]
+    assert "mb_per_extra_stream" not in alone and alone["memory_met"] is None
+
+
+def test_processing_window_spans_staggered_processes():
+    from tooling.bench_streams import processing_window, summary_frames_and_seconds
+
+    # exits at 10 and 12 s after 8 and 6 s of processing: processing ran from 2 s to 12 s
+    assert processing_window([(10.0, 8.0), (12.0, 6.0)]) == 10.0
+    assert summary_frames_and_seconds({"frames": 35, "processing_seconds": 1.5}) == (35, 1.5)
+    assert summary_frames_and_seconds({"streams": [], "frames": 76, "wall_seconds": 2.1, "processing_seconds": 9}) == (76, 2.1)
+
+
+def test_streams_schedule_interleaves_and_reverses():
+    from tooling.bench_streams import schedule
+
+    order = schedule((1, 4), 2)
+    assert order == [(0, "one_process", 1), (0, "processes", 4), (0, "one_process", 4),
+                     (1, "one_process", 4), (1, "processes", 4), (1, "one_process", 1)]
+
+
+def test_streams_tables_show_every_configuration():
+    from rich.console import Console
+
+    from tooling.bench_streams import build_results, configs_table, ratios_table
+
+    results = build_results(_streams_runs(), (1, 4))
+    console = Console(width=160, record=True)
+    console.print(configs_table(results))
+    console.print(ratios_table(results))
+    text = console.export_text()
+    assert "4 procs" in text and text.count("1 process") == 2
+    assert "1.80x" in text and "met" in text
+
+
+@pytest.mark.parametrize("args", [["--streams", "0"], ["--counts", "1,x"], ["--streams", "2", "--counts", "1,4"],
+                                  ["--repeats", "0"], ["--json", "/no/such/dir/s.json"]])
+def test_streams_bad_arguments_stop_before_any_run(args, capsys):
+    from tooling.bench_streams import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and "error" in capsys.readouterr().err

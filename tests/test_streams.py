@@ -8,21 +8,35 @@ loopback, from tests/test_live_sources.py) made of the shared webcam clip.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from realtime.analyzer import AnalyzerOptions
-from realtime.cameras import Camera, CameraOverrides, from_sources, load_cameras, per_camera_paths, unique_names
+from realtime.cameras import (
+    Camera,
+    CameraOverrides,
+    from_sources,
+    load_cameras,
+    per_camera_paths,
+    unique_names,
+)
 from realtime.detection import DetectorOptions
 from realtime.errors import UserError
+from realtime.paths import ROOT
 from realtime.runner import RunOptions, run
 from realtime.sinks import tile_views
 from realtime.sources import open_source
 from realtime.streams import SharedEngines, Stream, StreamsOptions, run_streams
-from tests.conftest import VIDEOS, WEBCAM, run_cli
+from tests.conftest import VIDEOS, WEBCAM, read_frames, run_cli
 from tests.test_live_sources import Camera as NetworkCamera
 
 CLIPS = [VIDEOS / "two_people_walking.gif", VIDEOS / "three_people_walking.gif", VIDEOS / "classroom_four_seated.gif"]
@@ -33,7 +47,7 @@ def engines(model):
     from realtime.detection import create_engine
 
     options = DetectorOptions()
-    shared = SharedEngines(create_engine(options), options, model)
+    shared = SharedEngines([create_engine(options), create_engine(options)], options, model)
     yield shared
     shared.close()
 
@@ -50,7 +64,7 @@ def _people(people) -> list[tuple]:
 
 def test_several_files_at_once_give_each_stream_the_people_of_its_own_run(engines, model):
     streams = [_stream(engines, str(clip), clip.stem) for clip in CLIPS]
-    together = run_streams(streams, model, StreamsOptions(progress=False))
+    together = run_streams(streams, engines, StreamsOptions(progress=False))
     assert [name for name, _ in together.streams] == [clip.stem for clip in CLIPS]
     # the model ran once per tick for every stream's faces, not once per stream
     assert together.model_batches < sum(s.faces_inferred for _, s in together.streams)
@@ -68,7 +82,7 @@ def test_a_stream_lost_for_good_ends_alone_while_the_others_go_on(engines, model
     try:
         lost = Stream("door", open_source(cam.url(), give_up_after_s=1.0), engines.analyzer(AnalyzerOptions(fps=25.0)), [])
         steady = _stream(engines, str(WEBCAM), "hall", max_frames=150)
-        summary = run_streams([lost, steady], model, StreamsOptions(progress=False))
+        summary = run_streams([lost, steady], engines, StreamsOptions(progress=False))
     finally:
         cam.stop()
     by_name = dict(summary.streams)
@@ -88,7 +102,7 @@ def test_live_streams_keep_the_newest_frame_and_drop_evenly_when_the_machine_is_
             Stream(f"cam{i}", open_source(c.url(), give_up_after_s=10.0), engines.analyzer(AnalyzerOptions(fps=200.0, detect_every=1)), [], max_frames=40)
             for i, c in enumerate(cams)
         ]
-        summary = run_streams(streams, model, StreamsOptions(progress=False))
+        summary = run_streams(streams, engines, StreamsOptions(progress=False))
     finally:
         for c in cams:
             c.stop()
@@ -208,8 +222,6 @@ def test_the_tiled_window_fits_every_stream_into_its_cell():
 
 
 def test_a_kiosk_with_several_cameras_writes_one_store_with_each_visits_camera(model_path, tmp_path):
-    import sqlite3
-
     cameras = tmp_path / "cameras.toml"
     cameras.write_text(
         f'[[camera]]\nname = "two"\nsource = "{CLIPS[0]}"\nkiosk_id = "entrance"\n'
@@ -228,3 +240,32 @@ def test_a_kiosk_with_several_cameras_writes_one_store_with_each_visits_camera(m
     # every person of these clips stays over 0.5 s: one visit each, under their camera's id
     assert per_camera == {"entrance": tracks["two"], "aisle": tracks["three"]} and all(tracks.values())
     assert "[entrance: 2, aisle: 3]" in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_stop_signal_ends_every_stream_with_complete_outputs(model_path, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DISPLAY", None)
+    summary = tmp_path / "run.json"
+    args = ["--source", str(WEBCAM), "--source", str(WEBCAM), "--model", str(model_path), "--no-display", "--quiet",
+            "--events", str(tmp_path / "events-{name}.jsonl"), "--output", str(tmp_path / "out-{name}.mp4"), "--summary", str(summary)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_camera.py"), *args], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        while not proc.stderr.readline().startswith("2 streams"):  # everything has opened
+            assert proc.poll() is None
+        time.sleep(3.0)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    report = json.loads(summary.read_text())
+    assert report["interrupted"] and [s["name"] for s in report["streams"]] == ["webcam_one_person", "webcam_one_person-2"]
+    for stream in report["streams"]:
+        assert 0 < stream["frames"] < 1337 and stream["interrupted"]
+        # the one person still in view was handed over at the stop, and the video plays
+        events = (tmp_path / f"events-{stream['name']}.jsonl").read_text().splitlines()
+        assert len(events) == stream["tracks"] == 1
+        assert len(read_frames(tmp_path / f"out-{stream['name']}.mp4")) == stream["frames"]

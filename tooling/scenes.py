@@ -7,6 +7,7 @@ every frame. The faces are read from the shared data at run time and never copie
 into the repository.
 
     python -m tooling.scenes --out /tmp/demo.mp4 --people 4 --seconds 10
+    python -m tooling.scenes --out /tmp/bench.mp4 --codec h264   # for benchmarks
 
 The ground-truth box of a face approximates where MediaPipe's BlazeFace reports it:
 the per-source face geometry below was measured by running the full-range detector
@@ -24,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -598,10 +600,20 @@ def truth_path(video_path: str | Path) -> Path:
     return Path(video_path).with_suffix(".truth.json")
 
 
-def render(scenario: Scenario, out_path: str | Path) -> dict:
-    """Write the video (mp4v) and its truth JSON beside it; return the truth."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+Codec = Literal["mp4v", "h264"]
+CODECS: tuple[str, ...] = ("mp4v", "h264")
+# libx264 settings for "h264": the codec cameras send, so that decode-only timings are
+# realistic (the same scene in MPEG-4 part 2 decodes about twice as fast, measured in
+# docs/benchmarks.md).
+# CRF 23 is x264's default quality and preset medium its default speed: what FFmpeg and
+# most tools write when given no options (High profile, CABAC, 3 B-frames, 3 reference
+# frames). The faster presets keep one or two reference frames; encoding speed matters
+# little for a benchmark asset written once.
+H264_OPTIONS: dict[str, str] = {"crf": "23", "preset": "medium"}
+H264_PIX_FMT = "yuv420p"  # what cameras send and every decoder reads
+
+
+def _write_mp4v(scenario: Scenario, out_path: Path) -> None:
     writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), float(scenario.fps),
                              (scenario.width, scenario.height))
     if not writer.isOpened():
@@ -611,6 +623,23 @@ def render(scenario: Scenario, out_path: str | Path) -> dict:
             writer.write(frame)
     finally:
         writer.release()
+
+
+def _write_h264(scenario: Scenario, out_path: Path) -> None:
+    import av  # the dev extra: only H.264 scenes need PyAV (its wheels ship libx264)
+
+    if scenario.width % 2 or scenario.height % 2:
+        raise ValueError(f"h264 (yuv420p) needs an even frame size, got {scenario.width}x{scenario.height}")
+    rate = Fraction(scenario.fps).limit_denominator(1001)
+    with av.open(str(out_path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate, options=dict(H264_OPTIONS))
+        stream.width, stream.height, stream.pix_fmt = scenario.width, scenario.height, H264_PIX_FMT
+        for frame in frames(scenario):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode(None))  # flush the frames x264 holds for look-ahead
+
+
+def _check_readback(scenario: Scenario, out_path: Path) -> None:
     cap = cv2.VideoCapture(str(out_path))
     try:
         got = (int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -621,6 +650,20 @@ def render(scenario: Scenario, out_path: str | Path) -> dict:
     if got != want:
         raise RuntimeError(f"{out_path} reads back as {got[0]} frames {got[1]}x{got[2]}, "
                            f"expected {want[0]} frames {want[1]}x{want[2]}")
+
+
+def render(scenario: Scenario, out_path: str | Path, codec: Codec = "mp4v") -> dict:
+    """Write the video and its truth JSON beside it; return the truth.
+
+    codec "mp4v" (MPEG-4 part 2, OpenCV's writer) is quick to write and decode;
+    "h264" (libx264 through PyAV, H264_OPTIONS) is what benchmarks should decode.
+    """
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    (_write_h264 if codec == "h264" else _write_mp4v)(scenario, out_path)
+    _check_readback(scenario, out_path)
     truth = ground_truth(scenario)
     truth_path(out_path).write_text(json.dumps(truth, separators=(",", ":")))
     return truth
@@ -828,6 +871,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--face-px", type=_range, default=None, help="MIN-MAX face side in px (default 60-150)")
     parser.add_argument("--faces-dir", default=None, help=f"labelled faces (default {DEFAULT_FACES_DIR})")
+    parser.add_argument("--codec", choices=CODECS, default="mp4v",
+                        help="mp4v (default; OpenCV) or h264 (libx264 through PyAV, CRF 23, preset medium: "
+                             "realistic decode cost for benchmarks)")
     args = parser.parse_args(argv)
     if not args.out.lower().endswith(".mp4"):
         parser.error(f"--out must end in .mp4, got {args.out!r}")
@@ -837,8 +883,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         scenario = make_scenario(args.seed, args.people, args.size[0], args.size[1], args.fps, args.seconds,
                                  faces_dir=args.faces_dir, face_px=args.face_px)
-        truth = render(scenario, args.out)
-    except (ValueError, OSError, RuntimeError, cv2.error) as exc:
+        truth = render(scenario, args.out, args.codec)
+    except (ValueError, OSError, RuntimeError, ImportError, cv2.error) as exc:
         sys.stderr.write(f"{parser.prog}: error: {exc}\n")
         return 1
     people = truth["people"]
@@ -846,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ages = [p["age"] for p in people]
     n_boxes = sum(len(f) for f in truth["frames"])
     age_txt = f", ages {min(ages)}-{max(ages)}" if ages else ""
-    print(f"wrote {args.out}: {scenario.n_frames} frames {scenario.width}x{scenario.height} @ {scenario.fps:g} fps, "
+    print(f"wrote {args.out} ({args.codec}): {scenario.n_frames} frames {scenario.width}x{scenario.height} @ {scenario.fps:g} fps, "
           f"{len(people)} people ({genders} female, {len(people) - genders} male{age_txt}), "
           f"{n_boxes} face boxes, truth {truth_path(args.out)}, {time.perf_counter() - t0:.1f} s")
     return 0
