@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from realtime.kiosk.session import KioskRun
     from realtime.sources import SourceInfo
 
-from realtime.cli import OneLineParser, checked_number, non_negative_float, positive_float, positive_int, probability, run_command, silence_native_logs
+from realtime.cli import OneLineParser, checked_number, positive_int, run_command, silence_native_logs
 
 silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
 
@@ -53,8 +53,6 @@ def give_up_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from realtime.paths import DEFAULT_MODEL
-
     p = OneLineParser(
         prog="run_camera.py",
         description="Find, track and estimate the apparent age and gender of every face in a video. "
@@ -62,8 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--source", action="append", metavar="SOURCE", help="camera index (default 0), video file, image folder or stream URL (rtsp://, http://); repeat for several streams in one process (file outputs then need {name} in their path)")
     p.add_argument("--sources", type=Path, metavar="TOML", help="cameras file: one [[camera]] table per stream with name, source and per-camera options (see README)")
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"age/gender ONNX model (default: {DEFAULT_MODEL.name})")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto", help="execution provider (auto: TensorRT, CUDA, then CPU)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     from realtime.sinks import OUTPUTS
 
@@ -71,17 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(kind.option, type=Path, metavar="FILE", help=kind.help)
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--give-up-after", type=give_up_seconds, metavar="SECONDS", help="a camera or stream down this long ends the run (exit 3, outputs complete); 0 or never: keep retrying (default: 60, never with --kiosk)")
-    g = p.add_argument_group("tuning")
-    g.add_argument("--detector", choices=("full", "short"), default="full", help="BlazeFace full-range (default; small and distant faces) or short-range (faces within 2 m)")
-    g.add_argument("--detector-engine", choices=("mediapipe", "onnx"), default="mediapipe", help="what runs BlazeFace: MediaPipe (default) or onnxruntime (the same faces; many tiles per run; CPU, CUDA, TensorRT)")
-    g.add_argument("--min-confidence", type=probability, default=0.5, help="detector score threshold (default 0.5)")
-    g.add_argument("--track-timeout", type=positive_float, default=1.0, help="seconds without a detection before a person counts as gone (default 1)")
-    g.add_argument("--refresh", type=positive_int, default=15, help="re-estimate each face at least every N frames (default 15)")
-    g.add_argument("--scan-interval", type=positive_int, help="large frames: full tiled face scan spread over N frames (default: 0.3 s of video)")
-    g.add_argument("--detect-every", type=positive_int, help="run the face detector on every Nth frame, moving boxes by their tracked velocity in between (default: as many frames as keep 15 detections a second; 1 at 25 fps, 2 at 30)")
-    g.add_argument("--tile-size", type=positive_int, default=640, help="tile side for scanning large frames (default 640)")
-    g.add_argument("--still-rescan", type=non_negative_float, default=2.0, metavar="S", help="large frames from a fixed camera: tiles where nothing changed are searched for new faces only every S seconds (default 2; 0 searches every tile every sweep)")
-    g.add_argument("--min-face", type=positive_float, default=12.0, metavar="PX", help="frames up to 800 px: the smallest face to look for; where one detector pass cannot see it, the frame is also swept every 2 s in smaller tiles (default 12; faces under 20 px are tracked and counted, never estimated)")
+    from realtime.analysis_args import add_analysis_arguments
+
+    g = add_analysis_arguments(p)
     g.add_argument("--folder-fps", type=folder_fps, default=25.0, help="frame rate assigned to an image folder (default 25)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
     from realtime.kiosk.session import add_arguments as add_kiosk_arguments
@@ -121,12 +109,9 @@ def check_option_combinations(args: argparse.Namespace) -> None:
         needed, stray = "", []
     if stray:
         raise UserError(f"{', '.join(stray)} {'needs' if len(stray) == 1 else 'need'} {needed}")
-    from realtime.detection import check_options
-    from realtime.tracking import TrackerOptions
+    from realtime.analysis_args import check_analysis_options
 
-    TrackerOptions(timeout_s=args.track_timeout)
-    # the tile size is checked against the detector network's input, read from its file
-    check_options(detector_options(args))
+    check_analysis_options(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,34 +142,15 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path | None]:
 
 
 def detector_options(args: argparse.Namespace) -> "DetectorOptions":
-    from realtime.detection import DetectorOptions
+    from realtime.analysis_args import detector_options as from_args
 
-    return DetectorOptions(
-        engine=args.detector_engine,
-        device=args.device,
-        model=args.detector,
-        min_confidence=args.min_confidence,
-        tile_size=args.tile_size,
-        min_face_px=args.min_face,
-        still_rescan_s=args.still_rescan,
-    )
+    return from_args(args)
 
 
 def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
-    from realtime.analyzer import AnalyzerOptions
-    from realtime.scheduling import ScheduleOptions
-    from realtime.tracking import TrackerOptions
+    from realtime.analysis_args import analyzer_options as from_args
 
-    return AnalyzerOptions(
-        model_path=args.model,
-        device=args.device,
-        fps=fps,
-        detector=detector_options(args),
-        tracker=TrackerOptions(timeout_s=args.track_timeout),
-        schedule=ScheduleOptions(refresh_frames=args.refresh),
-        scan_interval=args.scan_interval,
-        detect_every=args.detect_every,
-    )
+    return from_args(args, fps)
 
 
 def cameras_of(args: argparse.Namespace) -> "list[Camera]":

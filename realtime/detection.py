@@ -113,6 +113,34 @@ class FaceDetector(Protocol):
         return create_detector(options)
 
 
+# onnxruntime providers that mean a GPU
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def choose_engine(device: str, available: Sequence[str]) -> str:
+    """The engine `auto` means: onnx where the run's device is a GPU, MediaPipe on a CPU.
+
+    Measured on a 2-core CPU (docs/benchmarks.md): MediaPipe's XNNPACK does a 640x480
+    pass in about the CPU time of onnxruntime's and keeps to one core, so several streams
+    and processes scale over cores; the onnx engine is the one that runs on CUDA and
+    TensorRT, batching a frame's tiles and several streams' frames in one run.
+    """
+    if device == "cpu":
+        return "mediapipe"
+    if device in ("cuda", "tensorrt"):
+        return "onnx"
+    return "onnx" if any(p in available for p in GPU_PROVIDERS) else "mediapipe"
+
+
+def resolve_engine(engine: str, device: str) -> str:
+    """`engine` as given, or for "auto" the one `choose_engine` picks on this machine."""
+    if engine != "auto":
+        return engine
+    import onnxruntime as ort
+
+    return choose_engine(device, ort.get_available_providers())
+
+
 def create_detector(options: DetectorOptions = DetectorOptions()) -> "TiledDetector":
     """The detector the options describe, tiled for large frames (see `realtime.tiling`)."""
     from .tiling import TiledDetector

@@ -172,3 +172,32 @@ def test_another_keypoint_layout_is_a_mismatch_too(engine, tmp_path):
     meta = read_metadata(model_copy(tmp_path, keypoint_layout=reordered))
     problem = convention_problem(engine, meta)
     assert "keypoints" in problem and "left_eye, right_eye" in problem
+
+
+@pytest.mark.parametrize(
+    "device, available, engine",
+    [
+        ("auto", ["CPUExecutionProvider"], "mediapipe"),
+        ("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], "onnx"),
+        ("auto", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "onnx"),
+        ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], "mediapipe"),
+        ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], "onnx"),
+        ("tensorrt", ["CPUExecutionProvider"], "onnx"),  # the onnx engine then refuses the missing provider
+    ],
+)
+def test_auto_picks_onnx_on_a_gpu_and_mediapipe_on_a_cpu(device, available, engine):
+    from realtime.detection import choose_engine
+
+    assert choose_engine(device, available) == engine
+
+
+def test_auto_on_this_machine_runs_a_working_engine():
+    import onnxruntime as ort
+
+    from realtime.detection import DetectorOptions, create_engine, resolve_engine
+
+    name = resolve_engine("auto", "auto")
+    assert name == ("onnx" if "CUDAExecutionProvider" in ort.get_available_providers() else "mediapipe")
+    with create_engine(DetectorOptions(engine=name)) as engine:
+        assert engine.input_size == 192
+    assert resolve_engine("onnx", "cpu") == "onnx"
