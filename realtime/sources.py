@@ -142,14 +142,23 @@ def classify(spec: str) -> SourceKind:
     raise SourceError(f"source not found: {redact(spec)} (give a camera index, a video file, an image folder or a stream URL)")
 
 
-def open_source(spec: str, folder_fps: float = 25.0, give_up_after_s: float | None = None) -> "FrameSource":
+def open_source(
+    spec: str,
+    folder_fps: float = 25.0,
+    give_up_after_s: float | None = None,
+    start_frame: int = 0,
+    end_frame: int | None = None,
+) -> "FrameSource":
     """The source `spec` names; a live one gives up after `give_up_after_s` without a frame.
 
     `give_up_after_s` None (or infinite) keeps a live source retrying until it is closed.
+    A frame range (`start_frame`, `end_frame` excluded) applies to video files only.
     """
     kind = classify(spec)
+    if kind != "file" and (start_frame, end_frame) != (0, None):
+        raise SourceError(f"a frame range needs a video file, not a {kind}: {redact(spec)}")
     if kind == "file":
-        return VideoFileSource(Path(spec))
+        return VideoFileSource(Path(spec), start_frame, end_frame)
     if kind == "folder":
         return ImageFolderSource(Path(spec), folder_fps)
     return LiveSource(spec, kind, give_up_after_s=give_up_after_s)
@@ -176,8 +185,28 @@ def _capture_size(cap: cv2.VideoCapture) -> tuple[int, int]:
 
 
 class VideoFileSource(FrameSource):
-    def __init__(self, path: Path) -> None:
+    """A video file, whole or the frames `start_frame` to `end_frame` (excluded) of it.
+
+    Frames keep the file's own index and time (frame i at i / fps) whatever the range,
+    so the events of a part of a file carry the file's times (realtime/batch/chunks.py).
+    `info.frame_count` is the number of frames the range holds.
+
+    A range starts with OpenCV's `CAP_PROP_POS_FRAMES` seek, which goes to the key frame
+    before the start and decodes forward to it: the frames are the very pixels a
+    sequential read gives at those indexes (measured on MPEG-4 part 2, H.264 with
+    B-frames and GIF: tests/test_batch_chunks.py) and costs at most one key-frame
+    interval of decoding. Grabbing every frame up to the start is exact too, but decodes
+    everything before it: for the last 10-minute chunk of a 10-hour file, 9 h 50 min of
+    video. OpenCV turns the frame number into a timestamp at the file's rate, so a file
+    with a variable frame rate may start a range a few frames off (the chunks' overlap
+    absorbs that; the frames still carry the indexes asked for).
+    """
+
+    def __init__(self, path: Path, start_frame: int = 0, end_frame: int | None = None) -> None:
+        if start_frame < 0 or (end_frame is not None and end_frame <= start_frame):
+            raise ValueError(f"frame range must satisfy 0 <= start < end, got {start_frame}..{end_frame}")
         self.path = path
+        self.start_frame, self.end_frame = start_frame, end_frame
         self._cap = cv2.VideoCapture(str(path))
         ok, first = self._cap.read() if self._cap.isOpened() else (False, None)
         if not ok or first is None:
@@ -185,6 +214,8 @@ class VideoFileSource(FrameSource):
             raise SourceError(f"not a readable video: {path}")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if start_frame > 0:
+            first = self._seek(start_frame, count)
         self._first: np.ndarray | None = first
         self.info = SourceInfo(
             kind="file",
@@ -192,12 +223,22 @@ class VideoFileSource(FrameSource):
             fps=fps if 0 < fps < 1000 else 25.0,
             width=first.shape[1],
             height=first.shape[0],
-            frame_count=count if count > 0 else None,
+            frame_count=_range_count(count if count > 0 else None, start_frame, end_frame),
         )
 
+    def _seek(self, start: int, count: int) -> np.ndarray:
+        """The frame at `start`, the capture placed after it."""
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            self._cap.release()
+            total = f" of {count} frames" if count > 0 else ""
+            raise SourceError(f"cannot read frame {start}{total} of video: {self.path}")
+        return image
+
     def __iter__(self) -> Iterator[Frame]:
-        index = 0
-        while True:
+        index = self.start_frame
+        while self.end_frame is None or index < self.end_frame:
             if self._first is not None:
                 image, self._first = self._first, None
             else:
@@ -209,6 +250,13 @@ class VideoFileSource(FrameSource):
 
     def close(self) -> None:
         self._cap.release()
+
+
+def _range_count(count: int | None, start: int, end: int | None) -> int | None:
+    """Frames in [start, end) of a file of `count` frames (None: unknown and unbounded)."""
+    if count is None:
+        return None if end is None else end - start
+    return max(0, (count if end is None else min(count, end)) - start)
 
 
 class ImageFolderSource(FrameSource):

@@ -1,0 +1,13 @@
+"""Recorded video at archive scale: `python -m realtime.batch INPUT... --out DIR`, on Ray.
+
+    inputs.py    which files: files, folders (recursive, by extension), lists of paths
+    layout.py    the --out folder: names, and the checks that keep the user's files safe
+    manifest.py  every file's status and key (path, size, mtime, model SHA-256): resume
+    worker.py    FileWorker, the Ray actor: detector and model once, file after file
+    runner.py    the driver: plan, ActorPool, manifest as answers come, tables
+    results.py   people.parquet / people.csv and the final table
+    progress.py  the live display (files, video hours, ETA)
+
+Ray is an extra (`pip install -e ".[cpu,cluster]"`); nothing here imports it until a
+run needs it. docs/architecture.md has the map.
+"""
