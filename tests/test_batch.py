@@ -33,6 +33,7 @@ MB = 1024 * 1024
 # three short scenes, 320x240 at 25 fps: (seed, people)
 SCENES = ((3, 2), (5, 1), (8, 3))
 SECONDS = 4.0
+LONG_SEED = 3  # its 12 s scene has people in view across both chunk boundaries
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,8 @@ def test_killed_then_stopped_then_resumed_processes_nothing_twice(cluster, archi
     assert f"failed: {broken[0]}: not a readable video" in err
 
 
-@pytest.mark.parametrize("case", ["no inputs", "missing input", "out is a file", "out holds other files", "out holds the input"])
+@pytest.mark.parametrize("case", ["no inputs", "missing input", "out is a file", "out holds other files", "out holds the input",
+                                  "chunk shorter than twice the overlap"])
 def test_bad_usage_is_one_line_and_exit_2(archive, tmp_path, case):
     video = str(archive / "c.avi")
     foreign = tmp_path / "mine"
@@ -177,9 +179,52 @@ def test_bad_usage_is_one_line_and_exit_2(archive, tmp_path, case):
         "out is a file": [video, "--out", video],
         "out holds other files": [video, "--out", str(foreign)],
         "out holds the input": [str(archive / "a" / "clip.mp4"), "--out", str(archive / "a")],
+        "chunk shorter than twice the overlap": [video, "--out", str(tmp_path / "o"), "--chunk-minutes", "0.1"],
     }[case]
     process = batch_cli(*args)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
     assert (foreign / "notes.txt").read_text() == "the user's" and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_long_file_in_chunks_gives_the_people_of_the_whole_file(cluster, tmp_path):
+    """A 12 s file in 4 s chunks (2 s shared around each boundary), the chunks spread over
+    both nodes and merged by the driver: the people of the same file processed whole. A
+    truncated copy (its header promises frames it lacks) fails alone, naming its chunk."""
+    from rich.console import Console
+
+    from tooling.scenes import make_scenario, render
+
+    video, broken = tmp_path / "long.avi", tmp_path / "truncated.avi"
+    truth = render(make_scenario(LONG_SEED, n_people=3, width=320, height=240, fps=25.0, seconds=12.0, face_px=(50, 75)), video)
+    broken.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # about 145 of 300 frames
+    for boundary in (100, 200):
+        assert any(p["first_frame"] < boundary - 25 and p["last_frame"] > boundary + 25 for p in truth["people"])
+
+    def batch(name: str, inputs: list[Path], chunk_seconds: float) -> tuple[object, list[dict], dict]:
+        out = tmp_path / name
+        worker = WorkerOptions(AnalyzerOptions(model_path=DEFAULT_MODEL, device="cpu"))
+        options = BatchOptions(out=out, worker=worker, workers=2, progress=False, chunk_seconds=chunk_seconds, overlap_seconds=2.0)
+        report = run_batch(inputs, options, Console(stderr=True, quiet=True))
+        assert (report.done, report.failed) == (1, len(inputs) - 1)
+        entry = entries(out)[str(video)]
+        events = [json.loads(line) for line in (out / entry.output / layout.EVENTS).read_text().splitlines()]
+        return entry, events, json.loads((out / entry.output / layout.SUMMARY).read_text())
+
+    whole_entry, whole, _ = batch("whole", [video], 600.0)
+    entry, merged, summary = batch("chunked", [video, broken], 0.08 * 60)
+    assert whole_entry.chunks == 1 and entry.chunks == summary["chunks"] == 3
+    assert len(entry.node.split(",")) == 2, "the chunks ran as separate jobs, on both nodes"
+    assert entry.status == "done" and entry.frames == summary["frames"] == 300 and summary["duration"] == 12.0
+    assert len(merged) == len(whole) == entry.people == summary["tracks"] == len(summary["people"]) >= len(truth["people"])
+    assert [e["track_id"] for e in merged] == list(range(1, len(merged) + 1))
+    for got, want in zip(sorted(merged, key=lambda e: e["first_time"]), sorted(whole, key=lambda e: e["first_time"])):
+        assert got["first_time"] == pytest.approx(want["first_time"], abs=0.2)
+        assert got["last_time"] == pytest.approx(want["last_time"], abs=0.2)
+        assert got["gender"] == want["gender"]
+    csv_rows = (tmp_path / "chunked" / layout.PEOPLE_CSV).read_text().splitlines()[1:]
+    assert len(csv_rows) == len(merged)
+    failed = entries(tmp_path / "chunked")[str(broken)]
+    assert failed.status == "failed" and failed.chunks == 3 and failed.error.startswith("chunk 3 of 3 (frames "), failed.error
+    assert not (tmp_path / "chunked" / failed.output / layout.EVENTS).exists()

@@ -36,6 +36,14 @@ def gpu_share(text: str) -> float:
     return checked_number(text, float, lambda v: 0 <= v <= 64, "a number of GPUs between 0 and 64 (fractions share one)")
 
 
+def chunk_minutes(text: str) -> float:
+    return checked_number(text, float, lambda v: 0 < v < 1e9, "a positive number of minutes")
+
+
+def overlap_seconds(text: str) -> float:
+    return checked_number(text, float, lambda v: 0 <= v < 1e9, "zero or more seconds")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from realtime.analysis_args import add_analysis_arguments
 
@@ -51,7 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, help="worker actors (default: as many as the CPUs, or GPUs, allow)")
     p.add_argument("--threads-per-worker", type=positive_int, default=1, metavar="T", help="CPU threads (and Ray CPUs) per worker (default 1)")
     p.add_argument("--gpus-per-worker", type=gpu_share, default=0.0, metavar="F", help="GPUs per worker, fractions share one (e.g. 0.25); --device auto then means cuda")
-    p.add_argument("--video", action="store_true", help="also write each file's annotated video (annotated.mp4)")
+    p.add_argument("--chunk-minutes", type=chunk_minutes, metavar="M", help="cut files longer than M minutes into chunks that any worker "
+                   "takes, merged back per file (default: about 4 chunks per worker over the run's video, 2 to 10 minutes)")
+    p.add_argument("--chunk-overlap", type=overlap_seconds, metavar="S", help="seconds neighbouring chunks share, where a person crossing "
+                   "the boundary is recognised as one (default 4; at most half a chunk)")
+    p.add_argument("--video", action="store_true", help="also write each file's annotated video (annotated.mp4); every file then "
+                   "runs whole on one worker, however long (no chunks)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_analysis_arguments(p)
     return p
@@ -88,6 +101,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.gpus_per_worker > 0 and args.device == "auto":
         args.device = "cuda"  # a worker given a GPU share runs on it
     check_analysis_options(args)
+    check_chunk_options(args)
     if not args.model.is_file():
         raise UserError(f"model file not found: {args.model}")
     try:
@@ -97,6 +111,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from .runner import run_batch
 
     return finish(run_batch(inputs, batch_options(args, out), console), console)
+
+
+def check_chunk_options(args: argparse.Namespace) -> None:
+    from .chunks import DEFAULT_OVERLAP_S, MIN_CHUNK_S, check_chunking
+
+    overlap = DEFAULT_OVERLAP_S if args.chunk_overlap is None else args.chunk_overlap
+    chunk = args.chunk_minutes * 60 if args.chunk_minutes is not None else MIN_CHUNK_S  # the default's shortest
+    check_chunking(chunk, overlap)
 
 
 def batch_options(args: argparse.Namespace, out: Path) -> BatchOptions:
@@ -111,7 +133,11 @@ def batch_options(args: argparse.Namespace, out: Path) -> BatchOptions:
     analyzer = analyzer_options(args, 25.0)
     analyzer = replace(analyzer, model_path=Path(analyzer.model_path).absolute())
     worker = WorkerOptions(analyzer=analyzer, threads=args.threads_per_worker, video=args.video)
-    return BatchOptions(out=out, worker=worker, address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker, progress=not args.quiet)
+    chunking = {"chunk_seconds": args.chunk_minutes * 60 if args.chunk_minutes is not None else None}
+    if args.chunk_overlap is not None:
+        chunking["overlap_seconds"] = args.chunk_overlap
+    return BatchOptions(out=out, worker=worker, address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                        progress=not args.quiet, **chunking)
 
 
 def finish(report: BatchReport, console: Console) -> int:

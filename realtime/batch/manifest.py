@@ -52,7 +52,8 @@ class FileEntry:
     error: str | None = None
     attempts: int = 0  # worker answers so far (done or failed); a kill in flight adds none
     finished_at: float | None = None  # Unix time of the last answer
-    node: str | None = None  # the Ray node that processed it
+    node: str | None = None  # the Ray node that processed it (nodes, comma-separated, for a file in chunks)
+    chunks: int = 1  # jobs the file was cut into (chunks.py); 1: processed whole
 
     @property
     def key(self) -> FileKey:

@@ -1,5 +1,6 @@
 """The live display of a batch run: files done and video hours done, with an ETA, moved on
-by each worker's answer (per file; a long file moves the bars when it finishes)."""
+by each worker's answer: video hours per file or chunk answered, files when a file is
+settled (a long file in chunks: when its last chunk is back and merged)."""
 
 from __future__ import annotations
 
@@ -46,12 +47,14 @@ class BatchProgress:
             self._tasks = (files, video)
         return self
 
-    def advance(self, video_seconds: float) -> None:
-        """One file answered, with the seconds of video it had (0 for a failed file)."""
+    def advance(self, video_seconds: float, files: int = 1) -> None:
+        """`files` files settled, `video_seconds` of video answered (a file's or a chunk's)."""
         if self._progress is not None and self._tasks is not None:
-            files, video = self._tasks
-            self._progress.advance(files, 1)
-            self._progress.advance(video, video_seconds)
+            files_task, video = self._tasks
+            if files:
+                self._progress.advance(files_task, files)
+            if video_seconds:
+                self._progress.advance(video, video_seconds)
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

@@ -5,7 +5,11 @@ each answer, write the tables.
 
 Distribution is Ray's: `FileWorker` actors (worker.py), one per `threads` CPUs (and
 `gpus` GPUs), placed with the SPREAD strategy, fed by `ray.util.ActorPool`; an actor
-whose process dies is restarted by Ray and its file retried once. A local Ray is
+whose process dies is restarted by Ray and its file retried once. A file longer than
+one chunk (`chunk_seconds`, by default `chunks.default_chunk_seconds` of the run's video
+and workers) is cut into chunk jobs that any actor takes; when all of them are back the
+driver merges them and writes the file's outputs (long_files.py). With `video` every
+file runs whole (one annotated video is written by one worker). A local Ray is
 started for the run unless an address is given (`auto`, `host:port`, `ray://host:10001`).
 A stop signal (Interrupted, a KeyboardInterrupt) ends the run between answers: files in
 flight stay `pending`, the tables are written from what is done, and the report says so.
@@ -27,10 +31,19 @@ from rich.console import Console
 from ..errors import UserError
 from ..shutdown import STOP_SIGNALS
 from . import layout
+from .chunks import DEFAULT_OVERLAP_S, default_chunk_seconds
+from .long_files import ChunkedFile
 from .manifest import FileEntry, Manifest, file_key, sha256_of
 from .progress import BatchProgress
 from .results import BatchReport, PersonRow, people_of, write_people_tables
-from .worker import FileJob, FileResult, FileWorker, WorkerOptions
+from .worker import (
+    ChunkJob,
+    ChunkJobResult,
+    FileJob,
+    FileResult,
+    FileWorker,
+    WorkerOptions,
+)
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # how long the driver waits for an answer before looking at signals again
@@ -45,6 +58,8 @@ class BatchOptions:
     workers: int | None = None  # None: as many as the CPUs (and GPUs) allow
     gpus_per_worker: float = 0.0
     progress: bool = True
+    chunk_seconds: float | None = None  # None: chunks.default_chunk_seconds of the run's video and workers
+    overlap_seconds: float = DEFAULT_OVERLAP_S
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,14 @@ class Plan:
     jobs: tuple[FileEntry, ...]  # to process now, pending in the manifest
     skipped: int  # done earlier, unchanged
     seconds: dict[str, float]  # expected video seconds per job, for the ETA
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """The plan as jobs for the actors: whole files, and the chunks of long ones."""
+
+    jobs: tuple[FileJob | ChunkJob, ...]
+    long_files: dict[str, ChunkedFile]  # by path; their state changes as chunks come back
 
 
 def run_batch(inputs: Sequence[Path], options: BatchOptions, console: Console) -> BatchReport:
@@ -64,8 +87,10 @@ def run_batch(inputs: Sequence[Path], options: BatchOptions, console: Console) -
     interrupted = False
     if plan.jobs:
         try:
-            with ray_session(options, len(plan.jobs)) as workers:
-                process(plan, manifest, workers, options, console, results)
+            with ray_session(options):
+                tasks = make_tasks(plan, options, workers_available(options))
+                with actors(options, min(workers_available(options), len(tasks.jobs))) as workers:
+                    process(plan, tasks, manifest, workers, options, console, results)
         except KeyboardInterrupt:
             interrupted = True
     people = write_people_tables(options.out, people_rows(manifest, results, options.out))
@@ -99,42 +124,75 @@ def probe_seconds(path: Path) -> float:
     return frames / fps if frames > 0 and 0 < fps < 1000 else 0.0
 
 
-def process(plan: Plan, manifest: Manifest, workers: list[Any], options: BatchOptions, console: Console, results: dict[str, FileResult]) -> None:
-    """Every job through the actor pool; each answer recorded in the manifest as it comes."""
+def make_tasks(plan: Plan, options: BatchOptions, workers: int) -> Tasks:
+    """Each file a job, or, when longer than one chunk, one job per chunk (never with --video)."""
+    chunk_s = options.chunk_seconds or default_chunk_seconds(sum(plan.seconds.values()), workers)
+    jobs: list[FileJob | ChunkJob] = []
+    long_files: dict[str, ChunkedFile] = {}
+    for entry in plan.jobs:
+        output = options.out / entry.output
+        long = None
+        if not options.worker.video and plan.seconds.get(entry.path, 0.0) > chunk_s:
+            long = ChunkedFile.plan(entry.path, output, chunk_s, options.overlap_seconds)
+        if long is None:
+            jobs.append(FileJob(entry.path, str(output)))
+        else:
+            long_files[entry.path] = long
+            jobs.extend(long.jobs())
+    return Tasks(tuple(jobs), long_files)
+
+
+def process(plan: Plan, tasks: Tasks, manifest: Manifest, workers: list[Any], options: BatchOptions, console: Console, results: dict[str, FileResult]) -> None:
+    """Every job through the actor pool; each file's answer recorded in the manifest as it comes."""
     import ray
     from ray.util import ActorPool
 
     pool = ActorPool(workers)
-    for entry in plan.jobs:
-        job = FileJob(entry.path, str(options.out / entry.output))
-        pool.submit(lambda actor, j: actor.process.remote(j), job)
+    for job in tasks.jobs:
+        pool.submit(lambda actor, j: actor.process_chunk.remote(j) if isinstance(j, ChunkJob) else actor.process.remote(j), job)
+    smoothing = options.worker.analyzer.smoothing
+    stopped: set[str] = set()  # files a worker's stop signal left pending
     with BatchProgress(console, options.progress, len(plan.jobs), sum(plan.seconds.values())) as shown:
         while pool.has_next():
             try:
-                result: FileResult = pool.get_next_unordered(timeout=POLL_S)
+                answer: FileResult | ChunkJobResult = pool.get_next_unordered(timeout=POLL_S)
             except TimeoutError:
                 continue
             except ray.exceptions.RayError as exc:  # an actor lost for good: its file is found below
                 log.warning("a worker failed: %s", str(exc).strip().splitlines()[-1][:200])
                 continue
-            if result.status == "interrupted":
-                continue  # a worker stopped by a signal: its file stays pending
+            if answer.status == "interrupted":
+                stopped.add(answer.path)  # its file stays pending (all its chunks rerun next time)
+            if isinstance(answer, ChunkJobResult):
+                long = tasks.long_files[answer.path]
+                shown.advance(long.owned_seconds(answer.index) if answer.status != "interrupted" else 0.0, files=0)
+                result = long.answer(answer, smoothing)
+            else:
+                result = answer if answer.status != "interrupted" else None
+                shown.advance(plan.seconds.get(answer.path, 0.0) if result else 0.0, files=0)
+            if result is None:
+                continue
             results[result.path] = result
-            record(manifest, result)
+            record(manifest, result, chunks(tasks, result.path))
             manifest.save()
-            shown.advance(plan.seconds.get(result.path, 0.0))
+            shown.advance(0.0, files=1)
     for entry in plan.jobs:  # answered by no one: the actor died on it even after Ray's retry
-        if entry.path not in results:
+        if entry.path not in results and entry.path not in stopped:
             results[entry.path] = FileResult(entry.path, "failed", error=LOST)
-            record(manifest, results[entry.path])
+            record(manifest, results[entry.path], chunks(tasks, entry.path))
     manifest.save()
 
 
-def record(manifest: Manifest, result: FileResult) -> FileEntry:
+def chunks(tasks: Tasks, path: str) -> int:
+    long = tasks.long_files.get(path)
+    return len(long.chunks) if long is not None else 1
+
+
+def record(manifest: Manifest, result: FileResult, chunks: int = 1) -> FileEntry:
     return manifest.finished(
         result.path, status=result.status, frames=result.frames, people=len(result.people),
         video_seconds=round(result.video_seconds, 3), processing_seconds=round(result.processing_seconds, 3),
-        error=result.error, finished_at=round(time.time(), 3), node=result.node,
+        error=result.error, finished_at=round(time.time(), 3), node=result.node, chunks=chunks,
     )
 
 
@@ -159,23 +217,38 @@ def report(plan: Plan, results: dict[str, FileResult], people: int, interrupted:
 
 
 @contextmanager
-def ray_session(options: BatchOptions, jobs: int) -> Iterator[list[Any]]:
-    """Ray connected (a local one started if no address), the actors up; all let go after."""
+def ray_session(options: BatchOptions) -> Iterator[None]:
+    """Ray connected (a local one started if no address), let go after."""
     import ray
 
     started_here = not ray.is_initialized()
     if started_here:
         connect(options)
     try:
-        workers = start_workers(options, jobs)
-        try:
-            yield workers
-        finally:
-            for worker in workers:
-                ray.kill(worker)
+        yield
     finally:
         if started_here:
             ray.shutdown()
+
+
+@contextmanager
+def actors(options: BatchOptions, count: int) -> Iterator[list[Any]]:
+    """`count` actors up, killed after."""
+    import ray
+
+    workers = start_workers(options, count)
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            ray.kill(worker)
+
+
+def workers_available(options: BatchOptions) -> int:
+    """The actors this run may have: the request, or as many as the cluster holds."""
+    import ray
+
+    return worker_count(options, ray.cluster_resources(), jobs=1 << 30)
 
 
 def connect(options: BatchOptions) -> None:
@@ -232,11 +305,10 @@ def worker_count(options: BatchOptions, resources: dict[str, float], jobs: int) 
     return max(1, min(options.workers or fits, jobs))
 
 
-def start_workers(options: BatchOptions, jobs: int) -> list[Any]:
-    """The actors, each with its detector and model loaded (a load failure is a UserError)."""
+def start_workers(options: BatchOptions, count: int) -> list[Any]:
+    """`count` actors, each with its detector and model loaded (a load failure is a UserError)."""
     import ray
 
-    count = worker_count(options, ray.cluster_resources(), jobs)
     actor = ray.remote(FileWorker).options(
         num_cpus=options.worker.threads, num_gpus=options.gpus_per_worker, scheduling_strategy="SPREAD",
         max_restarts=-1, max_task_retries=1,
