@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from realtime.kiosk.session import KioskRun
     from realtime.sources import SourceInfo
 
-from realtime.cli import OneLineParser, checked_number, positive_int, run_command, silence_native_logs
+from realtime.cli import OneLineParser, checked_number, positive_int, run_main, silence_native_logs
 
 silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
 
@@ -115,23 +115,11 @@ def check_option_combinations(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from realtime.shutdown import EXIT_INTERRUPTED, Shutdown
+    def work(args: argparse.Namespace, console: Any) -> int:
+        check_option_combinations(args)
+        return run(args, console)
 
-    # from the first moment: a stop while the model loads is as orderly as one mid-run
-    with Shutdown() as shutdown:
-        try:
-            args = build_parser().parse_args(argv)
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
-        from rich.console import Console
-
-        console = Console(stderr=True)
-
-        def work() -> int:
-            check_option_combinations(args)
-            return run(args, console)
-
-        return run_command(work, interrupted=lambda: f"interrupted by {shutdown.signal_name or 'SIGINT'}")
+    return run_main(build_parser, argv, work)
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path | None]:

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from .errors import UserError
 from .shutdown import EXIT_INTERRUPTED
@@ -100,6 +101,25 @@ def port_number(text: str) -> int:
 
 
 # --- running a command -------------------------------------------------------------------
+
+
+def run_main(
+    make_parser: Callable[[], argparse.ArgumentParser], argv: list[str] | None, work: Callable[[argparse.Namespace, Any], int]
+) -> int:
+    """A command's `main`: stop signals handled from the first moment (a stop while the
+    parser is built or the model loads is as orderly as one mid-run), the arguments
+    parsed, then `work(args, console)` through `run_command`."""
+    from .shutdown import Shutdown
+
+    with Shutdown() as shutdown:
+        try:
+            args = make_parser().parse_args(argv)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        return run_command(lambda: work(args, console), interrupted=lambda: f"interrupted by {shutdown.signal_name or 'SIGINT'}")
 
 
 def run_command(work: Callable[[], int], interrupted: Callable[[], str] = lambda: "interrupted") -> int:

@@ -17,7 +17,7 @@ from realtime.cli import (
     OneLineParser,
     checked_number,
     positive_int,
-    run_command,
+    run_main,
     silence_native_logs,
 )
 
@@ -71,17 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from realtime.shutdown import EXIT_INTERRUPTED, Shutdown
-
-    with Shutdown() as shutdown:
-        try:
-            args = build_parser().parse_args(argv)
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
-        from rich.console import Console
-
-        console = Console(stderr=True)
-        return run_command(lambda: run(args, console), interrupted=lambda: f"interrupted by {shutdown.signal_name or 'SIGINT'}")
+    return run_main(build_parser, argv, run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def show_or_stop(image: np.ndarray) -> bool:
+    """Shows the image; False when no window could open (the run goes on without one).
+    Raises StopRun when the user closed the window (q or Esc)."""
+    try:
+        keep_going = display.show(image)
+    except cv2.error as exc:
+        log.warning("cannot open a window (%s); continuing without", str(exc).splitlines()[0])
+        return False
+    if not keep_going:
+        raise StopRun()
+    return True
+
+
 class WindowSink:
     def __init__(self) -> None:
         self.showing = False
@@ -32,16 +45,8 @@ class WindowSink:
         self.showing = True
 
     def on_frame(self, shown: ShownFrame) -> None:
-        if not self.showing:
-            return
-        try:
-            keep_going = display.show(shown.annotated())
-        except cv2.error as exc:
-            log.warning("cannot open a window (%s); continuing without", str(exc).splitlines()[0])
-            self.showing = False
-            return
-        if not keep_going:
-            raise StopRun()
+        if self.showing:
+            self.showing = show_or_stop(shown.annotated())
 
     def on_people_finished(self, people: Sequence[TrackSummary], at_end: bool) -> None:
         pass
@@ -95,16 +100,8 @@ class TiledWindow:
 
     def show(self) -> None:
         """Raises StopRun when the user closes the window (q or Esc)."""
-        if not self.showing:
-            return
-        try:
-            keep_going = display.show(tile_views([self.views[n] for n in self.names]))
-        except cv2.error as exc:
-            log.warning("cannot open a window (%s); continuing without", str(exc).splitlines()[0])
-            self.showing = False
-            return
-        if not keep_going:
-            raise StopRun()
+        if self.showing:
+            self.showing = show_or_stop(tile_views([self.views[n] for n in self.names]))
 
     def close(self) -> None:
         if self.showing:
