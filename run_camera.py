@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from realtime.analyzer import Analyzer, AnalyzerOptions
     from realtime.cameras import Camera
-    from realtime.detection import DetectorOptions
     from realtime.kiosk.session import KioskRun
     from realtime.sources import SourceInfo
 
+from realtime.analysis_args import add_analysis_arguments, analyzer_options, detector_options
 from realtime.cli import OneLineParser, checked_number, positive_int, run_main, silence_native_logs
 
 silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
@@ -67,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(kind.option, type=Path, metavar="FILE", help=kind.help)
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--give-up-after", type=give_up_seconds, metavar="SECONDS", help="a camera or stream down this long ends the run (exit 3, outputs complete); 0 or never: keep retrying (default: 60, never with --kiosk)")
-    from realtime.analysis_args import add_analysis_arguments
-
     g = add_analysis_arguments(p)
     g.add_argument("--folder-fps", type=folder_fps, default=25.0, help="frame rate assigned to an image folder (default 25)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
@@ -127,18 +125,6 @@ def output_paths(args: argparse.Namespace) -> dict[str, Path | None]:
     from realtime.sinks import OUTPUTS
 
     return {kind.name: getattr(args, kind.option.lstrip("-").replace("-", "_")) for kind in OUTPUTS}
-
-
-def detector_options(args: argparse.Namespace) -> "DetectorOptions":
-    from realtime.analysis_args import detector_options as from_args
-
-    return from_args(args)
-
-
-def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
-    from realtime.analysis_args import analyzer_options as from_args
-
-    return from_args(args, fps)
 
 
 def cameras_of(args: argparse.Namespace) -> "list[Camera]":

@@ -210,6 +210,7 @@ class SharedEngines:
     def __init__(self, engines: Sequence[FaceDetector], detector: DetectorOptions, model: AgeGenderModel) -> None:
         self.engines, self.detector, self.model = list(engines), detector, model
         self.engine = self.engines[0]
+        warn_on_convention_mismatch(self.engine, model.metadata)  # once, not once per stream
         self._pool = ThreadPoolExecutor(len(self.engines), "detect") if len(self.engines) > 1 else None
         self._free: queue.SimpleQueue[FaceDetector] = queue.SimpleQueue()
         for engine in self.engines:
@@ -235,9 +236,7 @@ class SharedEngines:
         differing = [f for f in ENGINE_FIELDS if getattr(options.detector, f) != getattr(self.detector, f)]
         if differing:
             raise UserError(f"every stream shares one detector: {', '.join(differing)} cannot differ between streams")
-        detector = TiledDetector(self.engine, options.detector, owns_engine=False)
-        warn_on_convention_mismatch(detector, self.model.metadata)
-        return Analyzer(options, detector, self.model)
+        return Analyzer(options, TiledDetector(self.engine, options.detector, owns_engine=False), self.model)
 
     def detect(self, groups: Sequence[Sequence[np.ndarray]]) -> Iterator[tuple[int, list[sv.Detections]]]:
         """Each group's detections (a group: one stream's frame's passes) as (index, found),

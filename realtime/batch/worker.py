@@ -86,15 +86,16 @@ class FileWorker:
         silence_native_logs()  # a fresh process: before OpenCV and MediaPipe load
         import cv2
 
-        from ..detection import create_engine, warn_on_convention_mismatch
+        from ..detection import create_engine
         from ..model import AgeGenderModel
+        from ..streams import SharedEngines
 
         cv2.setNumThreads(options.threads)
         self.options = options
         a = options.analyzer
-        self.model = AgeGenderModel.create(a.model_path, a.device, threads=options.threads)
-        self.engine = create_engine(a.detector)
-        warn_on_convention_mismatch(self.engine, self.model.metadata)
+        model = AgeGenderModel.create(a.model_path, a.device, threads=options.threads)
+        # built here rather than by SharedEngines.create, which cannot set the model's threads
+        self.engines = SharedEngines([create_engine(a.detector)], a.detector, model)
         self.node = _node_id()
         self.processed = 0
 
@@ -150,10 +151,7 @@ class FileWorker:
 
     def _analyzer(self, fps: float) -> Analyzer:
         """A fresh analyzer at the file's frame rate, on the worker's engine and model."""
-        from ..tiling import TiledDetector
-
-        options = replace(self.options.analyzer, fps=fps)
-        return Analyzer(options, TiledDetector(self.engine, options.detector, owns_engine=False), self.model)
+        return self.engines.analyzer(replace(self.options.analyzer, fps=fps))
 
     def pid(self) -> int:
         return os.getpid()
