@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 KIOSK_ONLY = (
     "data_dir", "min_dwell", "min_glance", "retention_days", "age_brackets",
     "dashboard", "dashboard_host", "dashboard_port", "dashboard_token", "dashboard_allow_host",
+    "central", "kiosk_id", "site", "location",
 )
 DASHBOARD_ONLY = ("dashboard_host", "dashboard_port", "dashboard_token", "dashboard_allow_host")
 
@@ -191,6 +192,9 @@ def run_one(args: argparse.Namespace, camera: "Camera", console: Any) -> int:
             kiosk_run.ended(summary)
     if kiosk_run:
         console.print(kiosk_run.result_line(summary), markup=False, soft_wrap=True)
+        forwarded = kiosk_run.forwarding_line()
+        if forwarded:
+            console.print(forwarded, markup=False, soft_wrap=True)
     else:
         if not args.quiet:
             console.print(people_table(summary.people))
@@ -267,6 +271,9 @@ def run_streams(args: argparse.Namespace, cameras: "list[Camera]", console: Any)
         console.print(f"stream {name} failed: {error}", markup=False, soft_wrap=True)
     if kiosk_run:
         console.print(kiosk_run.result_line(summary), markup=False, soft_wrap=True)
+        forwarded = kiosk_run.forwarding_line()
+        if forwarded:
+            console.print(forwarded, markup=False, soft_wrap=True)
     return exit_code(summary, streams)
 
 

@@ -12,13 +12,16 @@ with its confidence; visit rows are deleted after the retention period, leaving 
 per-minute counts.
 
 Modules: attention (head pose from the detector's keypoints), visits (the pure visit,
-glance and bracket logic and the trade's definitions), store (SQLite), session (kiosk
-mode of run_camera.py), dashboard (local web page and API), report. The memory soak
-is developer tooling: `python -m tooling.soak`.
+glance and bracket logic and the trade's definitions), store (the SQLite writer),
+outbox (what a fleet kiosk has still to forward), tables and queries (the one query
+layer over a kiosk's store or the fleet's central one), session (kiosk mode of
+run_camera.py), dashboard (web page and API), report. Forwarding to a fleet's central
+store is realtime.fleet. The memory soak is developer tooling: `python -m tooling.soak`.
 """
 
 from .attention import AttentionOptions, HeadPose, head_pose, is_attentive
-from .store import KioskStore, StoreError, StoreOptions, StoreReader
+from .queries import StoreReader
+from .store import KioskStore, StoreError, StoreOptions
 from .visits import AgeBrackets, Totals, Visit, VisitBuilder, VisitRules
 
 __all__ = [

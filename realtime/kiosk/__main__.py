@@ -1,9 +1,13 @@
 """python -m realtime.kiosk {report,dashboard}
 
-    report     --data-dir DIR [--from T1] [--to T2] [--camera NAME] [--format csv|json|html] [--out FILE]
-    dashboard  --data-dir DIR [--host 127.0.0.1] [--port 8765] [--allow-host NAME] [--token T]
+    report     (--data-dir DIR | --store URL) [--from T1] [--to T2] [--camera NAME] [--format csv|json|html] [--out FILE]
+    dashboard  (--data-dir DIR | --store URL) [--host 127.0.0.1] [--port 8765] [--allow-host NAME] [--token T]
                                                                  (the page alone, on a store;
                                                                   token also from AGEGENDER_DASHBOARD_TOKEN)
+
+--data-dir reads a kiosk's own store; --store postgresql://USER@HOST/DB the fleet's central
+one (also from AGEGENDER_STORE, which keeps a password out of the process list; libpq's
+PGPASSWORD and ~/.pgpass work too), narrowed by --site, --location and --kiosk.
 
 Exit codes: 0 done, 2 bad input (one line on stderr), 1 unexpected error, 130 interrupted.
 """
@@ -21,11 +25,31 @@ from ..cli import OneLineParser, port_number, run_command, silence_native_logs
 silence_native_logs()  # before OpenCV and MediaPipe load
 
 
+def _store(args: argparse.Namespace) -> Path | str:
+    """The data dir, else the central store's URL (the option's, else the environment's)."""
+    from ..errors import UserError
+    from .queries import STORE_ENV, central_url
+
+    if args.data_dir is not None:
+        return args.data_dir
+    url = args.store or os.environ.get(STORE_ENV) or None
+    if url is None:
+        raise UserError(f"name the store: --data-dir DIR (a kiosk's own) or --store postgresql://USER@HOST/DB (the fleet's; or set {STORE_ENV})")
+    central_url(url)  # a URL that is not PostgreSQL's: one line, the text (and any password) not echoed
+    return url
+
+
+def _scope(args: argparse.Namespace) -> dict[str, str]:
+    return {k: v for k, v in (("site", args.site), ("location", args.location), ("kiosk", args.kiosk)) if v is not None}
+
+
 def _report(args: argparse.Namespace) -> int:
     from . import report
-    from .store import StoreReader, store_file
+    from .queries import StoreReader
+    from .store import store_file
 
-    reader = StoreReader(args.data_dir, camera=args.camera)
+    store = _store(args)
+    reader = StoreReader(store, camera=args.camera, **_scope(args))
     start, end = report.resolve_range(reader, args.start, args.end)
     if args.out is not None:
         from ..files import refuse_clashes
@@ -33,7 +57,8 @@ def _report(args: argparse.Namespace) -> int:
 
         # before the work: an unwritable --out, or --out naming the store itself, fails at once
         check_writable(args.out)
-        refuse_clashes({"--out": args.out}, {"--data-dir": store_file(args.data_dir)})
+        if not reader.central:
+            refuse_clashes({"--out": args.out}, {"--data-dir": store_file(args.data_dir)})
     text = report.render(report.build_report(reader, start, end), args.format)
     if args.out is None:
         sys.stdout.write(text)
@@ -49,11 +74,12 @@ def _report(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from .dashboard import DashboardServer, resolve_token
-    from .store import StoreReader
+    from .queries import StoreReader
 
     token = resolve_token(args.token, os.environ)
-    StoreReader(args.data_dir)  # refuse a folder without a store before serving
-    server = DashboardServer.start(args.data_dir, args.host, args.port, token=token, allowed_hosts=args.allow_host)
+    store, scope = _store(args), _scope(args)
+    StoreReader(store, **scope)  # refuse a folder without a store, or an unreachable server, before serving
+    server = DashboardServer.start(store, args.host, args.port, token=token, allowed_hosts=args.allow_host, scope=scope)
     warning = server.exposure_warning()
     if warning:
         print(warning, file=sys.stderr, flush=True)
@@ -68,6 +94,17 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_store(p: argparse.ArgumentParser) -> None:
+    from .queries import STORE_ENV
+
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--data-dir", type=Path, help="the kiosk's store folder")
+    which.add_argument("--store", metavar="URL", help=f"the fleet's central store, postgresql://USER@HOST[:PORT]/DB (better: set {STORE_ENV}, which other users cannot see in the process list)")
+    p.add_argument("--site", help="central store: only this site's kiosks")
+    p.add_argument("--location", help="central store: only the kiosks at this location")
+    p.add_argument("--kiosk", metavar="ID", help="central store: only this kiosk")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .dashboard import TOKEN_ENV
     from .session import DEFAULT_PORT
@@ -75,14 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m realtime.kiosk", description="Kiosk reports and dashboard.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     r = sub.add_parser("report", help="an audience report over a period")
-    r.add_argument("--data-dir", type=Path, required=True, help="the kiosk's store folder")
+    _add_store(r)
     r.add_argument("--from", dest="start", help="start, ISO date or date-time, local time unless a zone is given (default: first data)")
     r.add_argument("--to", dest="end", help="end (exclusive); a bare date means the end of that day (default: now)")
     r.add_argument("--camera", metavar="NAME", help="one camera's figures (default: all cameras, summed)")
     r.add_argument("--format", choices=("csv", "json", "html"), default="json")
     r.add_argument("--out", type=Path, help="write here instead of standard output")
     d = sub.add_parser("dashboard", help="serve the dashboard on an existing store")
-    d.add_argument("--data-dir", type=Path, required=True)
+    _add_store(d)
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     d.add_argument("--token", help=f"require this access token on every request (better: set {TOKEN_ENV}, which other users cannot see in the process list)")

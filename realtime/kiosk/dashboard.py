@@ -15,6 +15,12 @@ included, is local, so it works offline.
 
 Every endpoint takes camera=NAME for one camera's figures (default: all cameras, summed).
 
+On the fleet's central store (`dashboard --store postgresql://...`) the figures are the
+sums over the kiosks, and every endpoint also takes site=, location= and kiosk= (those
+fixed on the command line cannot be widened by a request); the page adds a per-site
+comparison and the kiosks with their last contact. A central dashboard refuses to be
+served beyond loopback without a token: it shows a whole fleet.
+
 Hardening, on every response: a Content-Security-Policy that allows only the page's own
 files (no inline script or style, no framing), nosniff, no Referer, no Server header.
 Requests must name this server in their Host header (a DNS-rebinding page names its own
@@ -42,7 +48,7 @@ from urllib.parse import urlencode
 
 from ..errors import UserError
 from . import report as reports
-from .store import StoreReader, VisitRow, row_columns
+from .queries import StoreReader, VisitRow, is_store_url, row_columns
 from .visits import ATTENTION_EDGES, DWELL_EDGES, bin_labels
 
 HERE = Path(__file__).resolve().parent
@@ -71,6 +77,14 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 VISIT_COLUMNS = row_columns(VisitRow)
+# a central store's query parameters that narrow it to part of the fleet
+SCOPE_PARAMS = ("site", "location", "kiosk")
+CENTRAL_NEEDS_TOKEN = f"a central dashboard served beyond loopback needs an access token ({TOKEN_ENV})"
+
+
+def store_ref(store: str | Path) -> str | Path:
+    """A central store's URL as given, else a data dir as a Path."""
+    return store if is_store_url(store) else Path(store)
 
 
 def local_midnight(now: float) -> float:
@@ -107,6 +121,16 @@ def dashboard_data(reader: StoreReader, range_name: str = "today", now: float | 
         "timeline": [asdict(b) for b in reader.timeline(start, end, bucket)],
         "dwell": {"labels": bin_labels(DWELL_EDGES), "visits": reader.histogram("dwell", start, end)},
         "attention": {"labels": bin_labels(ATTENTION_EDGES), "viewers": reader.histogram("attention", start, end)},
+        # a kiosk's own store has no fleet: the key is left out, so its page is as before
+        **({"fleet": fleet_data(reader, start, end, now)} if reader.central else {}),
+    }
+
+
+def fleet_data(reader: StoreReader, start: float, end: float, now: float) -> dict[str, Any]:
+    """The central store's sites over the page's range, and its kiosks as of now."""
+    return {
+        "sites": [asdict(s) for s in reader.sites(start, end)],
+        "kiosks": [{**asdict(k), "last_contact_iso": None if k.last_contact is None else reports.iso(k.last_contact)} for k in reader.kiosks(now)],
     }
 
 
@@ -120,10 +144,11 @@ def _visits_csv(reader: StoreReader, start: float, end: float) -> Iterator[str]:
         buf.truncate()
         return text
 
-    w.writerow(["start_iso", "end_iso", *VISIT_COLUMNS])
+    columns = row_columns(reader.visit_row)  # a central store's with the kiosk
+    w.writerow(["start_iso", "end_iso", *columns])
     yield take()
     for row in reader.iter_visits(start, end):
-        w.writerow([reports.iso(row.start), reports.iso(row.end), *(getattr(row, c) for c in VISIT_COLUMNS)])
+        w.writerow([reports.iso(row.start), reports.iso(row.end), *(getattr(row, c) for c in columns)])
         yield take()
 
 
@@ -204,7 +229,9 @@ class Access:
         return hmac.compare_digest(offered.encode("utf-8", "replace"), self.token.encode("utf-8"))
 
 
-def create_app(data_dir: str | Path, access: Access | None = None) -> Any:
+def create_app(store: str | Path, access: Access | None = None, *, scope: Mapping[str, str] | None = None) -> Any:
+    """The dashboard on a data dir (a kiosk's store) or a PostgreSQL URL (the fleet's);
+    scope: site, location or kiosk that every request is narrowed to."""
     try:
         from flask import Flask
     except ImportError:
@@ -214,7 +241,7 @@ def create_app(data_dir: str | Path, access: Access | None = None) -> Any:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     _guard(app, Access() if access is None else access)
     _answer_errors(app)
-    _routes(app, Path(data_dir))
+    _routes(app, store_ref(store), dict(scope or {}))
     return app
 
 
@@ -285,12 +312,13 @@ def _csv(body: Any, filename: str) -> Any:
     return Response(body, mimetype="text/csv", headers={"Content-Disposition": f"attachment; filename={filename}"})
 
 
-def _routes(app: Any, data_dir: Path) -> None:
+def _routes(app: Any, store: str | Path, fixed: dict[str, str]) -> None:
     """The page, the API and the exports, each read from the store at request time."""
     from flask import jsonify, render_template, request
 
     def reader() -> StoreReader:
-        return StoreReader(data_dir, camera=request.args.get("camera") or None)
+        scope = {k: request.args.get(k) or None for k in SCOPE_PARAMS} | fixed
+        return StoreReader(store, camera=request.args.get("camera") or None, **scope)
 
     def period(r: StoreReader) -> tuple[float, float]:
         return reports.resolve_range(r, request.args.get("from") or None, request.args.get("to") or None)
@@ -356,13 +384,15 @@ class DashboardServer:
     @classmethod
     def start(
         cls,
-        data_dir: str | Path,
+        store: str | Path,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
         token: str | None = None,
         allowed_hosts: Iterable[str] = (),
+        scope: Mapping[str, str] | None = None,
     ) -> "DashboardServer":
+        """Serve the dashboard of a data dir or of the central store (its URL) in a thread."""
         try:
             from waitress.server import create_server
         except ImportError:
@@ -372,7 +402,9 @@ class DashboardServer:
         sock = _listen(host, port)
         try:
             access = Access.for_address(host, str(sock.getsockname()[0]), allowed_hosts, token)
-            app = create_app(data_dir, access)
+            if is_store_url(store) and access.token is None and not is_loopback(str(sock.getsockname()[0])):
+                raise UserError(CENTRAL_NEEDS_TOKEN)
+            app = create_app(store, access, scope=scope)
             socket_map: dict[int, Any] = {}
             # ident "" sends no Server header: nothing to tell a scanner which versions run
             server = create_server(app, map=socket_map, sockets=[sock], threads=4, ident="", asyncore_use_poll=True)

@@ -3,6 +3,10 @@ distributions, the hourly profile, as JSON, CSV or a self-contained HTML page.
 
     python -m realtime.kiosk report --data-dir DIR --from 2024-05-01 --to 2024-05-31 --format html --out may.html
     python -m realtime.kiosk report --data-dir DIR --camera entrance     (one camera's figures)
+    python -m realtime.kiosk report --store postgresql://reader@central/fleet --site paris   (the fleet's)
+
+On the fleet's central store the figures are the sums over its kiosks (or those that
+--site, --location and --kiosk name), and the report adds a per-site comparison.
 
 Everything comes from the per-minute aggregates, which outlive the visit rows, so a
 report over a period older than the retention still has its figures. Times given
@@ -22,7 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Callable
 
 from ..errors import UserError
-from .store import DayRow, GapRow, GenderCounts, HourRow, RunRow, StoreReader
+from .queries import DayRow, GapRow, GenderCounts, HourRow, RunRow, SiteRow, StoreReader
 from .visits import ATTENTION_EDGES, DWELL_EDGES, GENDERS, Totals, bin_labels
 
 DEFINITIONS = {
@@ -52,6 +56,9 @@ class Report:
     gaps: list[GapRow]
     camera: str | None = None  # the one camera reported on; None: all of them, summed
     cameras: dict[str, Totals] = field(default_factory=dict)  # per camera with visits in the period
+    central: bool = False  # of the fleet's central store
+    scope: dict[str, str] = field(default_factory=dict)  # central: the site, location or kiosk reported on
+    sites: list[SiteRow] = field(default_factory=list)  # central: per site in scope
 
 
 # The years a report or export may name. The store's times are seconds since the epoch,
@@ -60,6 +67,9 @@ class Report:
 # and in iso()) far inside what datetime represents, so an absurd date is a clear error
 # rather than an OverflowError deep inside a query.
 YEARS = (1970, 2999)
+# a central store's report says which part of the fleet it covers
+SCOPE_KEYS = ("site", "location", "kiosk")
+SITE_FIGURES = ("kiosks", "visits", "viewers", "attention_rate", "average_dwell_s")
 _EXAMPLE = "e.g. 2024-05-01 or 2024-05-01T09:30"
 
 
@@ -130,17 +140,25 @@ def build_report(reader: StoreReader, start: float, end: float) -> Report:
         gaps=reader.gaps(start, end),
         camera=reader.camera,
         cameras=reader.camera_totals(start, end),
+        central=reader.central,
+        scope={k: v for k, v in (("site", reader.site), ("location", reader.location), ("kiosk", reader.kiosk)) if v is not None},
+        sites=reader.sites(start, end),
     )
 
 
 def to_dict(report: Report) -> dict[str, Any]:
     brackets = {b: {**asdict(n), "total": n.total} for b, n in report.brackets.items()}
     camera_gaps = [g for g in report.gaps if g.kind == "camera"]
+    # only a central store's report has a scope and sites: a kiosk's own stays as it was
+    fleet: dict[str, Any] = {}
+    if report.central:
+        fleet = {**{k: report.scope.get(k) for k in SCOPE_KEYS}, "sites": [asdict(s) for s in report.sites]}
     return {
         "from": iso(report.start),
         "to": iso(report.end),
         "generated_at": iso(report.generated_at),
         "camera": report.camera,
+        **fleet,
         **report.totals.as_dict(),
         "cameras": {name: {"visits": t.visits, "viewers": t.viewers} for name, t in report.cameras.items()},
         "brackets": brackets,
@@ -171,11 +189,16 @@ def to_csv(report: Report) -> str:
     w.writerow(["period", "from", "", d["from"]])
     w.writerow(["period", "to", "", d["to"]])
     w.writerow(["period", "camera", "", d["camera"] or ""])
+    for key in SCOPE_KEYS if "sites" in d else ():
+        w.writerow(["period", key, "", d[key] or ""])
     for key in ("visits", "viewers", "glances", "attention_rate", "average_dwell_s", "average_attention_s", "total_dwell_s", "total_attention_s"):
         w.writerow(["totals", key, "", "" if d[key] is None else d[key]])
     for name, counts in d["cameras"].items():
         for key in ("visits", "viewers"):
             w.writerow(["cameras", name, key, counts[key]])
+    for row in d.get("sites", ()):
+        for key in SITE_FIGURES:
+            w.writerow(["sites", row["site"], key, "" if row[key] is None else row[key]])
     for bracket, counts in d["brackets"].items():
         for gender in (*GENDERS, "total"):
             w.writerow(["brackets", bracket, gender, counts[gender]])
@@ -298,6 +321,14 @@ def to_html(report: Report) -> str:
     camera = f", camera {html.escape(d['camera'])}" if d["camera"] else ""
     cameras = _table(["camera", "visits", "viewers"], [[name, c["visits"], c["viewers"]] for name, c in d["cameras"].items()])
     cameras = f"<h2>Cameras</h2>{cameras}" if len(d["cameras"]) > 1 else ""
+    sites = ""
+    if "sites" in d:
+        sites = "<h2>Sites</h2>" + _table(["site", "kiosks", "visits", "viewers", "attention rate", "avg dwell (s)"], [
+            [s["site"] or "(no site)", s["kiosks"], s["visits"], s["viewers"], _percent(s["attention_rate"]), _round(s["average_dwell_s"])]
+            for s in d["sites"]
+        ])
+        scope = ", ".join(f"{k} {html.escape(d[k])}" for k in SCOPE_KEYS if d[k])
+        camera = f", {scope}{camera}" if scope else camera
     cov = d["coverage"]
     definitions = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in DEFINITIONS.items())
 
@@ -317,6 +348,7 @@ img {{ max-width: 100%; display: block; margin: 0.5em 0 1.5em; }}
 <h1>Audience report</h1>
 <p>{html.escape(d['from'])} to {html.escape(d['to'])}{camera} (generated {html.escape(d['generated_at'])})</p>
 <h2>Totals</h2>{totals}
+{sites}
 {cameras}
 <h2>Age brackets by gender</h2>{brackets}{img('brackets', 'visits by age bracket and gender')}
 <h2>Hourly profile</h2>{img('hourly', 'hourly profile')}{hourly}

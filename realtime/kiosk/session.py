@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
@@ -47,6 +47,17 @@ class RunOutcome(Protocol):
 
 
 @dataclass(frozen=True)
+class CentralOptions:
+    """Where a fleet kiosk forwards its rows (realtime.fleet), and its labels there."""
+
+    url: str = field(repr=False)  # may hold the kiosk's password
+    kiosk_id: str
+    site: str | None = None
+    location: str | None = None
+    interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class KioskOptions:
     data_dir: Path
     rules: VisitRules = VisitRules()
@@ -56,6 +67,7 @@ class KioskOptions:
     dashboard_port: int = DEFAULT_PORT
     dashboard_token: str | None = field(default=None, repr=False)  # required on every request when set
     dashboard_allowed_hosts: tuple[str, ...] = ()  # host names beyond the bound address and loopback
+    central: CentralOptions | None = None  # forward to a fleet's central store
 
 
 class KioskSession:
@@ -164,11 +176,21 @@ class KioskRun:
         self.sessions: dict[str, KioskSession] = {}  # by camera, in the order they were made
         self.reason = "error"  # until the run says otherwise
         self._server: Any = None
+        self.forwarder: Any = None  # realtime.fleet.forwarder.Forwarder, with a central store
+        self._forwarded: Any = None  # its status at close
 
     @classmethod
     def open(cls, options: KioskOptions, source_name: str, console: Any) -> "KioskRun":
-        store = KioskStore.open(options.data_dir, options.store, source=source_name, brackets=options.rules.brackets)
-        return cls(options, store, console)
+        store_options = replace(options.store, outbox=True) if options.central else options.store
+        store = KioskStore.open(options.data_dir, store_options, source=source_name, brackets=options.rules.brackets)
+        run = cls(options, store, console)
+        if options.central is not None:
+            try:
+                run.forwarder = _start_forwarder(options.data_dir, options.central, console)
+            except BaseException:
+                store.close("error")
+                raise
+        return run
 
     @property
     def session(self) -> KioskSession | None:
@@ -201,6 +223,17 @@ class KioskRun:
             per_camera = " [" + ", ".join(f"{name}: {s.visits}" for name, s in self.sessions.items()) + "]"
         return f"kiosk {state}: {summary.frames} frames, {visits} visits ({viewers} viewers){per_camera} recorded in {self.store.path}"
 
+    def forwarding_line(self) -> str | None:
+        """After close: what the central store has of this kiosk, or None without one."""
+        if self._forwarded is None:
+            return None
+        status = self._forwarded
+        if status.last_error is None and status.backlog == 0:
+            return f"forwarded to the central store: all sent ({status.sent_rows} rows)"
+        waiting = "changes" if status.backlog is None else f"{status.backlog} changes"
+        why = f" ({status.last_error})" if status.last_error else ""
+        return f"forwarding: {waiting} still to send, kept in the store for the next run{why}"
+
     def __enter__(self) -> "KioskRun":
         return self
 
@@ -209,7 +242,12 @@ class KioskRun:
             if self._server is not None:
                 self._server.stop()
         finally:
-            self.store.close(self.reason)
+            try:
+                self.store.close(self.reason)
+            finally:
+                # after the store's close, so that the run's stop is sent too
+                if self.forwarder is not None:
+                    self._forwarded = self.forwarder.close()
 
 
 # ---------------------------------------------------------------------- command line
@@ -234,6 +272,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dashboard-host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     g.add_argument("--dashboard-port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     g.add_argument("--dashboard-token", metavar="TOKEN", help="require this access token on every dashboard request (better: set AGEGENDER_DASHBOARD_TOKEN, which other users cannot see in the process list)")
+    g.add_argument("--central", metavar="URL", help="forward the store's rows to a fleet's central PostgreSQL store, postgresql://ROLE@HOST/DB (better: set AGEGENDER_CENTRAL, which other users cannot see in the process list)")
+    g.add_argument("--kiosk-id", metavar="ID", help="this kiosk's id in the fleet (required with --central)")
+    g.add_argument("--site", metavar="NAME", help="this kiosk's site in the fleet (e.g. a store)")
+    g.add_argument("--location", metavar="NAME", help="its location within the site (e.g. entrance)")
     g.add_argument("--dashboard-allow-host", action="append", default=[], metavar="NAME", help="a further host name the dashboard may be opened under (repeatable; the bound address and, on loopback, localhost always work)")
 
 
@@ -247,6 +289,7 @@ def options_from_args(args: argparse.Namespace) -> KioskOptions:
     if not args.dashboard and (args.dashboard_token is not None or args.dashboard_allow_host):
         raise UserError("--dashboard-token and --dashboard-allow-host need --dashboard")
     rules = VisitRules(min_dwell_s=args.min_dwell, min_glance_s=args.min_glance, brackets=args.age_brackets)
+    central = central_from_args(args, os.environ)
     return KioskOptions(
         data_dir=args.data_dir,
         rules=rules,
@@ -256,7 +299,40 @@ def options_from_args(args: argparse.Namespace) -> KioskOptions:
         dashboard_port=args.dashboard_port,
         dashboard_token=resolve_token(args.dashboard_token, os.environ) if args.dashboard else None,
         dashboard_allowed_hosts=tuple(args.dashboard_allow_host),
+        central=central,
     )
+
+
+def central_from_args(args: argparse.Namespace, environ: Any) -> CentralOptions | None:
+    """The forwarding options, from --central or $AGEGENDER_CENTRAL; None for a kiosk on its own."""
+    from ..fleet.roles import check_kiosk_id, check_label
+    from ..fleet.urls import CENTRAL_ENV, resolve_central
+
+    url = resolve_central(args.central, environ)
+    labels = [f for f, v in (("--kiosk-id", args.kiosk_id), ("--site", args.site), ("--location", args.location)) if v is not None]
+    if url is None:
+        if labels:
+            raise UserError(f"{', '.join(labels)} {'needs' if len(labels) == 1 else 'need'} --central (or ${CENTRAL_ENV})")
+        return None
+    if args.kiosk_id is None:
+        raise UserError(f"a central store (--central or ${CENTRAL_ENV}) needs --kiosk-id, this kiosk's id in the fleet")
+    check_kiosk_id(args.kiosk_id)
+    for name, value in (("site", args.site), ("location", args.location)):
+        if value is not None:
+            check_label(name, value)
+    return CentralOptions(url, args.kiosk_id, args.site, args.location)
+
+
+def _start_forwarder(data_dir: Path, central: CentralOptions, console: Any) -> Any:
+    from ..fleet.forwarder import Forwarder, ForwarderOptions
+    from ..fleet.urls import display_url
+
+    forwarder = Forwarder.create_from_options(
+        ForwarderOptions(data_dir, central.url, central.kiosk_id, central.site, central.location, interval_s=central.interval_s)
+    )
+    forwarder.start()
+    console.print(f"forwarding to {display_url(central.url)} as kiosk {central.kiosk_id}", markup=False, soft_wrap=True)
+    return forwarder
 
 
 def _start_dashboard(options: KioskOptions, console: Any) -> Any:

@@ -53,14 +53,15 @@ import os
 import sqlite3
 import stat
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from ..errors import OutputError, UserError
-from .visits import ATTENTION_EDGES, CRASHED, DWELL_EDGES, GENDERS, AgeBrackets, Totals, Visit, bin_index, bracket_order
+from . import outbox
+from .visits import ATTENTION_EDGES, CRASHED, DWELL_EDGES, AgeBrackets, Visit, bin_index
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # the camera of a single-stream kiosk, and of every row written before stores had cameras
 DEFAULT_CAMERA = "default"
 # SQLite's header field for the file's owner ("KIOS"): identifies a store without SQL
@@ -164,7 +165,7 @@ def _create(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({TABLES[table]}){suffix}"
 
 
-SCHEMA = (*(_create(t) for t in TABLES), *INDEXES)
+SCHEMA = (*(_create(t) for t in TABLES), *INDEXES, outbox.DDL)
 
 VISIT_FIELDS = "track_id, start, end, dwell_s, attention_s, glances, age, age_std, bracket, gender, gender_confidence"
 
@@ -199,6 +200,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         _create("cameras"),
         f"INSERT INTO cameras (name) VALUES ('{DEFAULT_CAMERA}')",
     ),
+    # version 4: the outbox, created by SCHEMA (off until a kiosk first forwards)
+    3: (),
 }
 
 HISTOGRAMS = {"dwell": DWELL_EDGES, "attention": ATTENTION_EDGES}
@@ -213,6 +216,8 @@ class StoreOptions:
     retention_days: float | None = 90.0  # None: keep visit rows for good
     heartbeat_s: float = 0.5  # commits at least this often, so a kill loses under a second
     retention_every_s: float = 3600.0
+    # record changes for a fleet's central store (see outbox.py); once on, on for good
+    outbox: bool = False
     # cap on the file size (SQLite's max_page_count): writes beyond it fail as a full
     # disk does, which is how the tests exercise that path
     max_bytes: int | None = None
@@ -275,6 +280,7 @@ class KioskStore:
         self._last_retention = self._opened
         self._cameras: set[str] = set()
         self.frames = 0  # of all cameras
+        self.recording = False  # changes are recorded in the outbox (set by open)
         self.visits_written = 0
 
     # ------------------------------------------------------------------ opening
@@ -313,13 +319,21 @@ class KioskStore:
             _check_or_create_schema(conn, path, now)
             conn.execute("BEGIN IMMEDIATE")
             # a run with no stop was killed: it ended at its last heartbeat
+            if options.outbox:
+                outbox.enable(conn)
+            recording = outbox.is_enabled(conn)
+            if recording:
+                outbox.store_id(conn)
+                outbox.enqueue(conn, "runs", (r[0] for r in conn.execute("SELECT id FROM runs WHERE stopped_at IS NULL").fetchall()))
             conn.execute("UPDATE runs SET stopped_at = heartbeat_at, stop_reason = 'crashed' WHERE stopped_at IS NULL")
             # ... with these people in view: we hold the lock, so no checkpoint is live
-            _close_open_visits(conn)
+            _close_open_visits(conn, recording)
             cur = conn.execute(
                 "INSERT INTO runs (started_at, heartbeat_at, source, pid) VALUES (?, ?, ?, ?)", (now, now, source, os.getpid())
             )
             run_id = int(cur.lastrowid)
+            if recording:
+                outbox.enqueue(conn, "runs", [run_id])
             # readers show every configured bracket, empty ones included
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('age_brackets', ?)", (",".join(map(str, brackets.edges)),)
@@ -334,6 +348,7 @@ class KioskStore:
             lock.close()
             raise StoreError(f"cannot use the kiosk store {store_file(data_dir)}: {_reason(exc)}") from None
         store = cls(data_dir, conn, lock, run_id, options)
+        store.recording = recording
         store.apply_retention(now)
         return store
 
@@ -362,7 +377,11 @@ class KioskStore:
         if camera in self._cameras:
             return
         check_camera(camera)
-        self._transaction(lambda conn: conn.execute("INSERT OR IGNORE INTO cameras (name) VALUES (?)", (camera,)))
+        def work(conn: sqlite3.Connection) -> None:
+            if conn.execute("INSERT OR IGNORE INTO cameras (name) VALUES (?)", (camera,)).rowcount and self.recording:
+                outbox.enqueue(conn, "cameras", [camera])
+
+        self._transaction(work)
         self._cameras.add(camera)
 
     def add_visits(self, visits: Iterable[Visit], now: float | None = None, camera: str = DEFAULT_CAMERA) -> int:
@@ -375,7 +394,7 @@ class KioskStore:
 
         def work(conn: sqlite3.Connection) -> int:
             # already written by an earlier, interrupted flush: not counted again
-            added = sum(_insert_visit(conn, self.run_id, camera, v) for v in batch)
+            added = sum(_insert_visit(conn, self.run_id, camera, v, self.recording) for v in batch)
             # the visit replaces its checkpoint
             conn.executemany(
                 "DELETE FROM open_visits WHERE run_id = ? AND camera = ? AND track_id = ?",
@@ -384,6 +403,7 @@ class KioskStore:
             conn.execute(
                 "UPDATE runs SET visits = visits + ?, heartbeat_at = ?, frames = ? WHERE id = ?", (added, now, self.frames, self.run_id)
             )
+            self._record_run(conn)
             return added
 
         added = self._transaction(work)
@@ -392,9 +412,15 @@ class KioskStore:
 
     def add_gap(self, start: float, end: float, kind: str = "camera", camera: str = DEFAULT_CAMERA) -> None:
         self.add_camera(camera)
-        self._transaction(lambda conn: conn.execute(
-            "INSERT INTO gaps (run_id, camera, start, end, kind) VALUES (?, ?, ?, ?, ?)", (self.run_id, camera, start, end, kind)
-        ))
+
+        def work(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "INSERT INTO gaps (run_id, camera, start, end, kind) VALUES (?, ?, ?, ?, ?)", (self.run_id, camera, start, end, kind)
+            )
+            if self.recording:
+                outbox.enqueue(conn, "gaps", [cur.lastrowid])
+
+        self._transaction(work)
 
     def tick(
         self,
@@ -420,6 +446,7 @@ class KioskStore:
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE runs SET heartbeat_at = ?, frames = ? WHERE id = ?", (now, self.frames, self.run_id))
+            self._record_run(conn)
             conn.execute(
                 "INSERT OR REPLACE INTO live (camera, run_id, updated_at, faces, people) VALUES (?, ?, ?, ?, ?)",
                 (camera, self.run_id, now, faces, people),
@@ -445,7 +472,9 @@ class KioskStore:
         if days is None:
             return 0
         cutoff = (time.time() if now is None else now) - days * 86400.0
-        return self._transaction(lambda conn: conn.execute("DELETE FROM visits WHERE end < ?", (cutoff,)).rowcount)
+        # a visit the central store has not yet confirmed stays until it has
+        unsent = " AND id NOT IN (SELECT CAST(key AS INTEGER) FROM outbox WHERE tbl = 'visits')" if self.recording else ""
+        return self._transaction(lambda conn: conn.execute(f"DELETE FROM visits WHERE end < ?{unsent}", (cutoff,)).rowcount)
 
     def close(self, reason: str = "stopped", now: float | None = None) -> None:
         """Record the stop and close; a store that can no longer be written is just closed."""
@@ -461,6 +490,7 @@ class KioskStore:
                 "UPDATE runs SET stopped_at = ?, heartbeat_at = ?, stop_reason = ?, frames = ? WHERE id = ?",
                 (now, now, reason, self.frames, self.run_id),
             )
+            self._record_run(conn)
             conn.execute("UPDATE live SET faces = 0, people = 0, updated_at = ? WHERE run_id = ?", (now, self.run_id))
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError):
@@ -475,6 +505,10 @@ class KioskStore:
             _close_quietly(conn)
             self._lock.close()
 
+    def _record_run(self, conn: sqlite3.Connection) -> None:
+        if self.recording:
+            outbox.enqueue(conn, "runs", [self.run_id])
+
     def __enter__(self) -> "KioskStore":
         return self
 
@@ -488,7 +522,7 @@ def _visit_values(v: Visit) -> tuple[Any, ...]:
             v.gender_confidence)
 
 
-def _insert_visit(conn: sqlite3.Connection, run_id: int, camera: str, v: Visit) -> bool:
+def _insert_visit(conn: sqlite3.Connection, run_id: int, camera: str, v: Visit, recording: bool = False) -> bool:
     """Store a camera's visit and count it in the aggregates, unless the run has it already."""
     cur = conn.execute(
         f"INSERT OR IGNORE INTO visits (run_id, camera, {VISIT_FIELDS}, ended) VALUES ({', '.join('?' * 14)})",
@@ -497,16 +531,19 @@ def _insert_visit(conn: sqlite3.Connection, run_id: int, camera: str, v: Visit) 
     if cur.rowcount != 1:
         return False
     _add_aggregates(conn, camera, v)
+    if recording:
+        outbox.enqueue(conn, "visits", [cur.lastrowid])
+        outbox.enqueue(conn, "minutes", [outbox.minute_key(minute_of(v.start), camera)])
     return True
 
 
-def _close_open_visits(conn: sqlite3.Connection) -> None:
+def _close_open_visits(conn: sqlite3.Connection, recording: bool = False) -> None:
     """Turn every checkpoint left in the store into a visit ended by a crash, of the
     checkpoint's camera (within a transaction)."""
     added: dict[int, int] = {}
     for run_id, camera, *values in conn.execute(f"SELECT run_id, camera, {VISIT_FIELDS} FROM open_visits").fetchall():
         visit = Visit(*values, ended=CRASHED)
-        added[run_id] = added.get(run_id, 0) + _insert_visit(conn, run_id, camera, visit)
+        added[run_id] = added.get(run_id, 0) + _insert_visit(conn, run_id, camera, visit, recording)
     conn.executemany("UPDATE runs SET visits = visits + ? WHERE id = ?", [(n, run_id) for run_id, n in added.items()])
     conn.execute("DELETE FROM open_visits")
 
@@ -663,320 +700,19 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
 
 # ---------------------------------------------------------------------- reading
 #
-# Readers return frozen rows; their field names are the column names the JSON API, the
-# CSV exports and the report show, in the same order (dataclasses.asdict gives the dict).
+# The reader (StoreReader and its rows) is in queries.py, one query layer for this store
+# and the fleet's central one; its names are still importable from here. Lazily: queries
+# imports this module, so a plain import here would be circular.
+
+_READER_NAMES = frozenset((
+    "CENTRAL_LIVE_FRESH_S", "QUIET_AFTER_S", "CameraLive", "CentralVisitRow", "DayRow", "GapRow", "GenderCounts", "HourRow", "KioskRow",
+    "Live", "RunRow", "SiteRow", "StoreReader", "TimelineBucket", "VisitRow", "row_columns",
+))
 
 
-@dataclass(frozen=True)
-class CameraLive:
-    camera: str
-    faces: int
-    people: int
-    updated_at: float
-    fresh: bool  # the kiosk is running and saw this camera within LIVE_FRESH_S
+def __getattr__(name: str) -> Any:
+    if name in _READER_NAMES:
+        from . import queries
 
-
-@dataclass(frozen=True)
-class Live:
-    """What the cameras of the latest run see now: faces and people summed over the fresh ones."""
-
-    faces: int
-    people: int
-    updated_at: float | None
-    fresh: bool  # the kiosk is running and saw a camera within LIVE_FRESH_S
-    running: bool
-    cameras: tuple[CameraLive, ...] = ()
-
-
-@dataclass(frozen=True)
-class VisitRow:
-    """A stored visit (see visits.Visit), with the run and camera it belongs to.
-
-    Without `ended`: a reader also serves a version-1 store, which has no such column.
-    """
-
-    run_id: int
-    camera: str
-    track_id: int
-    start: float
-    end: float
-    dwell_s: float
-    attention_s: float
-    glances: int
-    age: float | None
-    age_std: float | None
-    bracket: str
-    gender: str
-    gender_confidence: float | None
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One start of the kiosk; stopped_at and stop_reason are None while it runs."""
-
-    id: int
-    started_at: float
-    heartbeat_at: float
-    stopped_at: float | None
-    stop_reason: str | None  # stopped, finished, error, crashed, ...
-    source: str | None
-    frames: int
-    visits: int
-
-
-@dataclass(frozen=True)
-class GapRow:
-    """A period a run was without a camera (kind "camera") or otherwise blind."""
-
-    run_id: int
-    camera: str
-    start: float
-    end: float
-    kind: str
-
-
-@dataclass(frozen=True)
-class GenderCounts:
-    """Visits of one age bracket by gender; the fields are visits.GENDERS."""
-
-    female: int = 0
-    male: int = 0
-    unknown: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.female + self.male + self.unknown
-
-
-@dataclass(frozen=True)
-class TimelineBucket:
-    start: int  # seconds since the epoch, on a minute
-    visits: int
-    viewers: int
-    attention_s: float  # rounded to the millisecond
-    dwell_s: float
-    attention_rate: float | None  # None without visits
-
-    @classmethod
-    def of(cls, start: int, t: Totals) -> TimelineBucket:
-        return cls(start, t.visits, t.viewers, round(t.attention_s, 3), round(t.dwell_s, 3), _rounded(t.attention_rate, 4))
-
-
-@dataclass(frozen=True)
-class HourRow:
-    hour: int  # local hour of day, 0-23
-    visits: int
-    viewers: int
-    attention_rate: float | None  # None without visits (or viewers, for attention)
-    average_dwell_s: float | None
-    average_attention_s: float | None
-
-    @classmethod
-    def of(cls, hour: int, t: Totals) -> HourRow:
-        return cls(
-            hour, t.visits, t.viewers, _rounded(t.attention_rate, 4), _rounded(t.average_dwell_s, 3), _rounded(t.average_attention_s, 3)
-        )
-
-
-@dataclass(frozen=True)
-class DayRow:
-    date: str  # local calendar day, YYYY-MM-DD
-    visits: int
-    viewers: int
-
-
-def row_columns(row_type: type) -> tuple[str, ...]:
-    """A row type's columns, in order: its field names."""
-    return tuple(f.name for f in fields(row_type))
-
-
-# one group's figures from minute_stats, in Totals' order
-_SUMS = "COALESCE(SUM(visits), 0), COALESCE(SUM(viewers), 0), COALESCE(SUM(glances), 0), COALESCE(SUM(dwell_s), 0), COALESCE(SUM(attention_s), 0)"
-
-
-def _totals(row: tuple[Any, ...]) -> Totals:
-    visits, viewers, glances, dwell_s, attention_s = row
-    return Totals(int(visits), int(viewers), int(glances), float(dwell_s), float(attention_s))
-
-
-def _rounded(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-class StoreReader:
-    """Read-only queries for the dashboard and reports; one short connection per call.
-
-    Times are seconds since the epoch; ranges are [start, end). Aggregates are per
-    minute, so a range is effectively rounded to whole minutes of visit starts. With a
-    camera, every figure is that camera's (runs, which all cameras share, excepted);
-    without, the sums over all cameras. Stores from before cameras read as one camera,
-    DEFAULT_CAMERA.
-    """
-
-    def __init__(self, data_dir: str | Path, camera: str | None = None) -> None:
-        self.data_dir = Path(data_dir)
-        self.path = store_file(self.data_dir)
-        if not self.path.is_file():
-            raise UserError(f"no kiosk store in {self.data_dir} (expected {self.path})")
-        _identify(self.path)  # a foreign file: one clear line, and no -wal or -shm beside it
-        rows = self._rows("SELECT value FROM meta WHERE key = 'schema_version'")
-        self.schema_version = int(rows[0][0]) if rows else SCHEMA_VERSION
-        # the camera column, or what stands for it in a store that has none
-        self._camera_sql = "camera" if self.schema_version >= 3 else f"'{DEFAULT_CAMERA}'"
-        self.camera = camera
-        if camera is not None and camera not in self.cameras():
-            known = ", ".join(self.cameras()) or "none yet"
-            raise UserError(f"no camera {camera[:CAMERA_MAX_CHARS]!r} in the kiosk store {self.path} (cameras: {known})")
-
-    def _iter_rows(self, sql: str, params: tuple = (), batch: int = 1000) -> Iterator[tuple[Any, ...]]:
-        """The query's rows, fetched batch by batch: a long range is never all in memory."""
-        try:
-            conn = _connect(self.path)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the kiosk store {self.path}: {_reason(exc)}") from None
-        try:
-            conn.execute("PRAGMA query_only = ON")
-            cur = conn.execute(sql, params)
-            while rows := cur.fetchmany(batch):
-                yield from rows
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the kiosk store {self.path}: {_reason(exc)}") from None
-        finally:
-            conn.close()
-
-    def _rows(self, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
-        return list(self._iter_rows(sql, params))
-
-    def _columns(self, row_type: type) -> str:
-        """A row type's columns as a SELECT list (the camera's stand-in where there is none)."""
-        return ", ".join(self._camera_sql if c == "camera" else c for c in row_columns(row_type))
-
-    def _where(self, sql: str, params: tuple) -> tuple[str, tuple]:
-        """A WHERE clause's condition and parameters, narrowed to the reader's camera."""
-        if self.camera is None:
-            return sql, params
-        return f"{sql} AND {self._camera_sql} = ?", (*params, self.camera)
-
-    def _per_minute(self, select: str, start: float, end: float, group: str = "", params: tuple = ()) -> list[tuple[Any, ...]]:
-        """SELECT select FROM minute_stats over the minutes of [start, end), then group (GROUP BY ...)."""
-        where, where_params = self._where("minute >= ? AND minute < ?", (minute_of(start), _minute_end(end)))
-        return self._rows(f"SELECT {select} FROM minute_stats WHERE {where} {group}", (*params, *where_params))
-
-    def cameras(self) -> tuple[str, ...]:
-        """Every camera the store has seen, by name."""
-        if self.schema_version < 3:
-            return (DEFAULT_CAMERA,)
-        return tuple(r[0] for r in self._rows("SELECT name FROM cameras ORDER BY name"))
-
-    def totals(self, start: float, end: float) -> Totals:
-        return _totals(self._per_minute(_SUMS, start, end)[0])
-
-    def camera_totals(self, start: float, end: float) -> dict[str, Totals]:
-        """Totals per camera with visits in the range (the reader's camera only, if it has one)."""
-        rows = self._per_minute(f"{self._camera_sql} AS c, {_SUMS}", start, end, "GROUP BY c ORDER BY c")
-        return {str(c): _totals(sums) for c, *sums in rows}
-
-    def brackets(self, start: float, end: float) -> dict[str, GenderCounts]:
-        """Visits by age bracket and gender, every configured bracket included, in age order."""
-        rows = self._per_minute("bracket, gender, SUM(visits)", start, end, "GROUP BY bracket, gender")
-        counts: dict[str, dict[str, int]] = {label: {} for label in self.configured_brackets().labels}
-        for bracket, gender, n in rows:
-            counts.setdefault(bracket, {})[gender] = int(n)
-        # the writer's genders are GENDERS (see visits.make_visit)
-        typed = {b: GenderCounts(**{g: c.get(g, 0) for g in GENDERS}) for b, c in counts.items()}
-        return dict(sorted(typed.items(), key=lambda kv: bracket_order(kv[0])))
-
-    def timeline(self, start: float, end: float, bucket_s: int) -> list[TimelineBucket]:
-        """Visits, viewers and attention per bucket from start (every bucket, zeros included)."""
-        first = minute_of(start)
-        rows = self._per_minute(f"(minute - ?) / ? AS b, {_SUMS}", start, end, "GROUP BY b", (first, bucket_s))
-        by_bucket = {int(b): _totals(sums) for b, *sums in rows}
-        n = max(0, math.ceil((end - first) / bucket_s))
-        return [TimelineBucket.of(first + i * bucket_s, by_bucket.get(i, Totals())) for i in range(n)]
-
-    def hourly_profile(self, start: float, end: float) -> list[HourRow]:
-        """Visits and viewers by local hour of day (0-23), summed over the range."""
-        hour = "CAST(strftime('%H', minute, 'unixepoch', 'localtime') AS INTEGER) AS h"
-        by_hour = {int(h): _totals(sums) for h, *sums in self._per_minute(f"{hour}, {_SUMS}", start, end, "GROUP BY h")}
-        return [HourRow.of(h, by_hour.get(h, Totals())) for h in range(24)]
-
-    def daily(self, start: float, end: float) -> list[DayRow]:
-        """Visits and viewers per local calendar day with any data."""
-        rows = self._per_minute(
-            "strftime('%Y-%m-%d', minute, 'unixepoch', 'localtime') AS d, SUM(visits), SUM(viewers)", start, end, "GROUP BY d ORDER BY d"
-        )
-        return [DayRow(d, int(visits), int(viewers)) for d, visits, viewers in rows]
-
-    def histogram(self, metric: str, start: float, end: float) -> list[int]:
-        edges = HISTOGRAMS[metric]
-        counts = [0] * (len(edges) + 1)
-        where, params = self._where("metric = ? AND minute >= ? AND minute < ?", (metric, minute_of(start), _minute_end(end)))
-        for b, n in self._rows(f"SELECT bin, SUM(count) FROM minute_hist WHERE {where} GROUP BY bin", params):
-            if 0 <= int(b) < len(counts):
-                counts[int(b)] = int(n)
-        return counts
-
-    def visits(self, start: float, end: float) -> list[VisitRow]:
-        """Visit rows that started in the range (only those still within retention)."""
-        return list(self.iter_visits(start, end))
-
-    def iter_visits(self, start: float, end: float, batch: int = 1000) -> Iterator[VisitRow]:
-        """Like visits(), without holding the whole range in memory (CSV export)."""
-        where, params = self._where("start >= ? AND start < ?", (start, end))
-        rows = self._iter_rows(f"SELECT {self._columns(VisitRow)} FROM visits WHERE {where} ORDER BY start, id", params, batch)
-        return (VisitRow(*r) for r in rows)
-
-    def runs(self, start: float, end: float) -> list[RunRow]:
-        """Runs that overlap the range, a running one up to its last heartbeat."""
-        return [RunRow(*r) for r in self._rows(
-            f"SELECT {', '.join(row_columns(RunRow))} FROM runs WHERE started_at < ? AND COALESCE(stopped_at, heartbeat_at) >= ? ORDER BY id",
-            (end, start),
-        )]
-
-    def gaps(self, start: float, end: float) -> list[GapRow]:
-        where, params = self._where("start < ? AND end >= ?", (end, start))
-        return [GapRow(*r) for r in self._rows(f"SELECT {self._columns(GapRow)} FROM gaps WHERE {where} ORDER BY start", params)]
-
-    def live(self, now: float | None = None) -> Live:
-        """The cameras of the latest run that wrote a live row (a stopped run's read as stopped)."""
-        now = time.time() if now is None else now
-        where, params = self._where("l.run_id = (SELECT MAX(run_id) FROM live)", ())
-        rows = self._rows(
-            f"SELECT {self._camera_sql} AS c, l.faces, l.people, l.updated_at, r.stopped_at"
-            f" FROM live l JOIN runs r ON r.id = l.run_id WHERE {where} ORDER BY c",
-            params,
-        )
-        if not rows:
-            return Live(0, 0, None, False, False)
-        running = rows[0][4] is None  # the rows are all of one run
-        cameras = tuple(_camera_live(str(c), int(f), int(p), float(u), running and now - float(u) <= LIVE_FRESH_S) for c, f, p, u, _ in rows)
-        return Live(
-            sum(c.faces for c in cameras),
-            sum(c.people for c in cameras),
-            max(c.updated_at for c in cameras),
-            any(c.fresh for c in cameras),
-            running,
-            cameras,
-        )
-
-    def configured_brackets(self) -> AgeBrackets:
-        rows = self._rows("SELECT value FROM meta WHERE key = 'age_brackets'")
-        try:
-            return AgeBrackets.parse(rows[0][0]) if rows else AgeBrackets()
-        except ValueError:
-            return AgeBrackets()
-
-    def first_minute(self) -> float | None:
-        where, params = self._where("1", ())
-        r = self._rows(f"SELECT MIN(minute) FROM minute_stats WHERE {where}", params)[0][0]
-        return None if r is None else float(r)
-
-
-def _camera_live(camera: str, faces: int, people: int, updated_at: float, fresh: bool) -> CameraLive:
-    # a camera gone or a kiosk stopped shows no one, never a stale count
-    return CameraLive(camera, faces if fresh else 0, people if fresh else 0, updated_at, fresh)
-
-
-def _minute_end(end: float) -> int:
-    """The first minute not in [.., end): a partial last minute counts in."""
-    return int(math.ceil(end / 60.0)) * 60
+        return getattr(queries, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,12 @@
   const text = (id, value) => { const el = $(id); if (el.textContent !== value) el.textContent = value; };
   const seconds = (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " s");
   const percent = (v) => (v === null || v === undefined ? "–" : Math.round(v * 100) + " %");
+  // the page's own camera, site, location and kiosk (?site=north) narrow every request
+  const scope = new URLSearchParams();
+  new URLSearchParams(window.location.search).forEach((value, key) => {
+    if (["camera", "site", "location", "kiosk"].includes(key) && value) scope.append(key, value);
+  });
+  const scoped = (query) => { const q = new URLSearchParams(query); scope.forEach((v, k) => q.append(k, v)); return "?" + q.toString(); };
 
   function timeLabel(ms, bucket) {
     const d = new Date(ms);
@@ -62,6 +68,40 @@
     chart.update("none");
   }
 
+  // a table body rebuilt from rows: text only (textContent), never markup from the data
+  function fillTable(id, rows, cells, rowClass) {
+    const table = $(id);
+    const body = document.createElement("tbody");
+    rows.forEach((row) => {
+      const tr = document.createElement("tr");
+      const cls = rowClass ? rowClass(row) : "";
+      if (cls) tr.className = cls;
+      cells(row).forEach((value) => {
+        const td = document.createElement("td");
+        td.textContent = value;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    table.replaceChild(body, table.tBodies[0]);
+  }
+
+  function contact(k) {
+    if (k.last_contact === null || k.last_contact === undefined) return "never";
+    return new Date(k.last_contact * 1000).toLocaleString();
+  }
+
+  function renderFleet(fleet) {
+    const section = $("fleet");
+    section.hidden = !fleet;
+    if (!fleet) return;
+    fillTable("sites-table", fleet.sites, (s) => [s.site || "(no site)", String(s.kiosks), String(s.visits), String(s.viewers),
+      percent(s.attention_rate), seconds(s.average_dwell_s)]);
+    fillTable("kiosks-table", fleet.kiosks, (k) => [k.kiosk_id, k.site, k.location, contact(k),
+      k.backlog === null || k.backlog === undefined ? "–" : String(k.backlog), k.quiet ? "quiet" : "ok"],
+      (k) => (k.quiet ? "quiet" : ""));
+  }
+
   function render(d) {
     const live = d.live;
     const status = $("status");
@@ -82,7 +122,9 @@
     setData(state.charts.dwell, d.dwell.labels, [d.dwell.visits]);
     setData(state.charts.attention, d.attention.labels, [d.attention.viewers]);
 
-    const q = "?from=" + encodeURIComponent(d.range.from) + "&to=" + encodeURIComponent(d.range.to);
+    renderFleet(d.fleet);
+
+    const q = scoped({ from: d.range.from, to: d.range.to });
     $("export-visits").href = "export/visits.csv" + q;
     $("export-report").href = "export/report.csv" + q;
     $("api-report").href = "api/report" + q;
@@ -94,7 +136,7 @@
 
   async function refresh() {
     try {
-      const response = await fetch("api/dashboard?range=" + encodeURIComponent($("range").value), { cache: "no-store" });
+      const response = await fetch("api/dashboard" + scoped({ range: $("range").value }), { cache: "no-store" });
       if (!response.ok) throw new Error("HTTP " + response.status);
       render(await response.json());
     } catch (err) {
