@@ -406,3 +406,21 @@ def replace_start(v: Visit, start: float) -> Visit:
     import dataclasses
 
     return dataclasses.replace(v, start=start, end=start + v.dwell_s)
+
+
+def test_kiosk_fleet_options_are_checked_before_anything_runs(tmp_path):
+    from tests.conftest import VIDEOS, run_cli
+
+    clip = str(VIDEOS / "three_people_walking.gif")
+    cases = (
+        (["--site", "paris"], "--site needs --kiosk"),
+        (["--kiosk", "--data-dir", str(tmp_path / "a"), "--site", "paris"], "--site needs --central"),
+        (["--kiosk", "--data-dir", str(tmp_path / "b"), "--central", "postgresql://k:pw@127.0.0.1:1/fleet"], "needs --kiosk-id"),
+        (["--kiosk", "--data-dir", str(tmp_path / "c"), "--central", "sqlite:///x", "--kiosk-id", "k"], "a central store is a PostgreSQL URL"),
+        (["--kiosk", "--data-dir", str(tmp_path / "d"), "--central", "postgresql://k@h/f", "--kiosk-id", "a b"], "not a usable kiosk id"),
+    )
+    for extra, why in cases:
+        proc = run_cli("--source", clip, "--no-display", *extra, timeout=120)
+        assert proc.returncode == 2 and why in proc.stderr, (extra, proc.stderr)
+        assert "Traceback" not in proc.stderr and "pw" not in proc.stderr
+    assert not any((tmp_path / d).exists() for d in "abcd")  # refused before the store was made

@@ -26,6 +26,7 @@ import random
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -159,6 +160,10 @@ def copy_onto_week(admin_url: str, day_start: float) -> None:
 
     engine = create_engine(admin_url)
     with engine.begin() as conn:
+        # row by row through the rollup triggers this takes many minutes: the hours are
+        # summed once at the end instead, as migration 3 does for existing rows
+        conn.execute(text("ALTER TABLE minute_stats DISABLE TRIGGER roll_up"))
+        conn.execute(text("ALTER TABLE minute_hist DISABLE TRIGGER roll_up"))
         for d in range(1, 7):
             shift = int(d * DAY)
             conn.execute(text(
@@ -171,6 +176,15 @@ def copy_onto_week(admin_url: str, day_start: float) -> None:
                 "INSERT INTO visits SELECT kiosk_id, id + :k, run_id + :k, camera, track_id, start - :s, \"end\" - :s, dwell_s, attention_s,"
                 " glances, age, age_std, bracket, gender, gender_confidence, ended FROM visits WHERE start >= :t0"),
                 {"s": float(shift), "k": d * 10_000_000, "t0": day_start})
+        conn.execute(text("ALTER TABLE minute_stats ENABLE TRIGGER roll_up"))
+        conn.execute(text("ALTER TABLE minute_hist ENABLE TRIGGER roll_up"))
+        stats = "SUM(visits), SUM(viewers), SUM(glances), SUM(dwell_s), SUM(attention_s)"
+        conn.execute(text(
+            f"INSERT INTO hour_stats SELECT kiosk_id, minute - minute % 3600, camera, bracket, gender, {stats}"
+            " FROM minute_stats WHERE minute < :t0 GROUP BY 1, 2, 3, 4, 5"), {"t0": int(day_start)})
+        conn.execute(text(
+            "INSERT INTO hour_hist SELECT kiosk_id, minute - minute % 3600, camera, metric, bin, SUM(count)"
+            " FROM minute_hist WHERE minute < :t0 GROUP BY 1, 2, 3, 4, 5"), {"t0": int(day_start)})
     engine.dispose()
 
 
@@ -198,6 +212,19 @@ def database_bytes(admin_url: str) -> int:
         size = int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar())
     engine.dispose()
     return size
+
+
+def table_bytes(admin_url: str) -> dict[str, int]:
+    """Each table's bytes with its indexes and TOAST, largest first."""
+    from sqlalchemy import text
+
+    engine = create_engine(admin_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 2 DESC")).all()
+    engine.dispose()
+    return {str(name): int(n) for name, n in rows}
 
 
 # ---------------------------------------------------------------------- main
@@ -238,13 +265,15 @@ def run(args: argparse.Namespace, admin_url: str, port: int, work: Path) -> dict
         "register_s": round(register_s, 1), "build_local_stores_s": round(build_s, 1),
         "ingest": {"rows": rows, "seconds": round(ingest_s, 1), "rows_per_s": round(rows / ingest_s), "visits_per_s": round(visits / ingest_s)},
     }
+    print(json.dumps(out), file=sys.stderr, flush=True)
     out["uplink"] = [measure_uplink(admin_url, port, work / f"uplink{i}", args.visits, day_start, i) for i in (10, 30, 60)]
     days = 1
     if args.week:
         copy_onto_week(admin_url, day_start)
         days = 7
+    print(json.dumps(out["uplink"]), file=sys.stderr, flush=True)
     size = database_bytes(admin_url) - empty
-    out["size"] = {"data_bytes": size, "days": days, "bytes_per_kiosk_month": round(size / args.kiosks / days * 30)}
+    out["size"] = {"data_bytes": size, "days": days, "bytes_per_kiosk_month": round(size / args.kiosks / days * 30), "tables": table_bytes(admin_url)}
     now = today + 12 * 3600.0
     out["week_view_all_kiosks"] = time_queries(admin_url, now, args.repeats)
     out["week_view_one_site"] = time_queries(admin_url, now, args.repeats, site="site00")

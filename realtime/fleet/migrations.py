@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from .urls import create_engine, display_url, reason
+from .urls import connection
 
 # PostgreSQL advisory lock key for migrations ("AGEG" "MIGR")
 LOCK_KEY = 0x4147_4547_4D49_4752 & 0x7FFF_FFFF_FFFF_FFFF
@@ -287,13 +287,5 @@ def migrate_connection(conn: Any, target: int = LATEST, now: float | None = None
 
 def migrate(url: str, target: int = LATEST) -> MigrateResult:
     """Apply the missing versions to the store at url (as its owner, or a role that may create tables and roles)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return migrate_connection(conn, target)
-    except SQLAlchemyError as exc:
-        raise UserError(f"cannot migrate the central store {display_url(url)}: {reason(exc)}") from None
-    finally:
-        engine.dispose()
+    with connection(url, "cannot migrate the central store") as conn:
+        return migrate_connection(conn, target)

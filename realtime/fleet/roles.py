@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from .migrations import KIOSK_GROUP, LATEST, READER_GROUP, current_version
-from .urls import create_engine, display_url, reason
+from .urls import connection, display_url
 
 # a kiosk id travels in URLs, file names and reports: kept to a safe alphabet
 KIOSK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -59,13 +59,6 @@ class NewLogin:
         return f"{scheme}://{self.role}:{self.password}@{host}"
 
 
-def _quoted_password(conn, password: str) -> str:  # noqa: ANN001
-    from sqlalchemy import text
-
-    # CREATE ROLE takes no bind parameters: the server quotes the literal itself
-    return str(conn.execute(text("SELECT quote_literal(:p)"), {"p": password}).scalar())
-
-
 def _require_schema(conn, url: str) -> None:  # noqa: ANN001
     version = current_version(conn)
     if version < LATEST:
@@ -75,49 +68,39 @@ def _require_schema(conn, url: str) -> None:  # noqa: ANN001
 def add_kiosk(admin_url: str, kiosk_id: str, site: str = "", location: str = "", role: str | None = None) -> NewLogin:
     """Register a kiosk and create its login role; UserError if the id or role is taken."""
     from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
 
     check_kiosk_id(kiosk_id)
     check_label("site", site)
     check_label("location", location)
     role = check_role(role or default_role(kiosk_id))
     login = NewLogin(role, secrets.token_urlsafe(24))
-    engine = create_engine(admin_url)
-    try:
-        with engine.connect() as conn, conn.begin():
-            _require_schema(conn, admin_url)
-            if conn.execute(text("SELECT 1 FROM kiosks WHERE kiosk_id = :k"), {"k": kiosk_id}).first():
-                raise UserError(f"kiosk {kiosk_id} is already registered")
-            if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first():
-                raise UserError(f"a database role {role} already exists: choose another with --role")
-            conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD {_quoted_password(conn, login.password)} IN ROLE {KIOSK_GROUP}"))
-            conn.execute(
-                text("INSERT INTO kiosks (kiosk_id, site, location, role, created_at) VALUES (:k, :s, :l, :r, :t)"),
-                {"k": kiosk_id, "s": site, "l": location, "r": role, "t": time.time()},
-            )
-    except SQLAlchemyError as exc:
-        raise UserError(f"cannot add kiosk {kiosk_id} to {display_url(admin_url)}: {reason(exc)}") from None
-    finally:
-        engine.dispose()
+    with connection(admin_url, f"cannot add kiosk {kiosk_id} to") as conn, conn.begin():
+        _require_schema(conn, admin_url)
+        if conn.execute(text("SELECT 1 FROM kiosks WHERE kiosk_id = :k"), {"k": kiosk_id}).first():
+            raise UserError(f"kiosk {kiosk_id} is already registered")
+        _create_login(conn, login, KIOSK_GROUP, "--role")
+        conn.execute(
+            text("INSERT INTO kiosks (kiosk_id, site, location, role, created_at) VALUES (:k, :s, :l, :r, :t)"),
+            {"k": kiosk_id, "s": site, "l": location, "r": role, "t": time.time()},
+        )
     return login
 
 
 def add_reader(admin_url: str, role: str) -> NewLogin:
     """A login role for dashboards and reports: reads every kiosk's rows, writes nothing."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
     check_role(role)
     login = NewLogin(role, secrets.token_urlsafe(24))
-    engine = create_engine(admin_url)
-    try:
-        with engine.connect() as conn, conn.begin():
-            _require_schema(conn, admin_url)
-            if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first():
-                raise UserError(f"a database role {role} already exists")
-            conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD {_quoted_password(conn, login.password)} IN ROLE {READER_GROUP}"))
-    except SQLAlchemyError as exc:
-        raise UserError(f"cannot add reader {role} to {display_url(admin_url)}: {reason(exc)}") from None
-    finally:
-        engine.dispose()
+    with connection(admin_url, f"cannot add reader {role} to") as conn, conn.begin():
+        _require_schema(conn, admin_url)
+        _create_login(conn, login, READER_GROUP, "--role")
     return login
+
+
+def _create_login(conn, login: NewLogin, group: str, option: str) -> None:  # noqa: ANN001
+    from sqlalchemy import text
+
+    if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": login.role}).first():
+        raise UserError(f"a database role {login.role} already exists: choose another with {option}")
+    # CREATE ROLE takes no bind parameters: the server quotes the password literal itself
+    password = conn.execute(text("SELECT quote_literal(:p)"), {"p": login.password}).scalar()
+    conn.execute(text(f"CREATE ROLE {login.role} LOGIN PASSWORD {password} IN ROLE {group}"))

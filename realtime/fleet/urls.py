@@ -7,12 +7,13 @@ Nothing here echoes a URL as typed: it may hold a password.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import URL
 
 # so the password need not be on the command line (where `ps` shows it to every user);
@@ -129,3 +130,19 @@ def reason(exc: BaseException) -> str:
     if "could not translate host name" in low or "name or service not known" in low or "nodename nor servname" in low:
         return "unknown host"
     return first.split("FATAL:", 1)[-1].strip() or type(exc).__name__
+
+
+@contextmanager
+def connection(url: str, failing: str) -> Iterator[Connection]:
+    """A connection to the central store for one command, closed after; a database error
+    inside becomes the UserError "{failing} {the URL shown}: {why}"."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise UserError(f"{failing} {display_url(url)}: {reason(exc)}") from None
+    finally:
+        engine.dispose()
