@@ -128,6 +128,36 @@ def test_report_and_plots(evaluated):
     assert "wiki" in result.stdout  # the summary table
 
 
+def test_intervals_and_calibration(evaluated):
+    out, data, _ = evaluated
+
+    def inside(ci, value) -> None:
+        assert ci is not None and ci[0] <= value + 1e-12 and value - 1e-12 <= ci[1], (ci, value)
+
+    for part in [data["overall"], *data["by_source"].values(), *data["by_race"].values(), *data["by_gender"].values()]:
+        inside(part["gender_accuracy_ci"], part["gender_accuracy"])
+        inside(part["age_mae_ci"], part["age_mae"])
+        for decade in [*part["gender_by_decade"].values()]:
+            inside(decade["ci"], decade["accuracy"])  # Wilson: an interval from one face on
+        for decade in part["age"]["by_decade"].values():
+            if decade["n"] >= 2:
+                inside(decade["mae_ci"], decade["mae"])
+        cal = part["calibration"]
+        assert 0.0 <= cal["ece"] <= cal["mce"] <= 1.0
+        assert sum(b["n"] for b in cal["reliability"]) == cal["n"] == part["gender"]["n"]
+    overall = data["overall"]
+    lo, hi = overall["gender_accuracy_ci"]
+    mae_lo, mae_hi = overall["age_mae_ci"]
+    assert mae_hi - mae_lo > 0.1  # 59 ages cannot pin the MAE down to a point
+    assert hi - lo > 0.02  # nor 60 genders the accuracy, not even with no error among them
+    report = out / "report"
+    assert (report / "reliability.png").read_bytes()[:4] == b"\x89PNG" and (report / "reliability.png").stat().st_size > 1000
+    text = (report / "report.md").read_text()
+    assert f"{100 * overall['gender_accuracy']:.1f}% [{100 * lo:.1f}-{100 * hi:.1f}]" in text
+    assert "## Gender calibration" in text and f"{overall['calibration']['ece']:.3f}" in text
+    assert "![reliability.png](reliability.png)" in text
+
+
 def test_limit_and_validation_split(small_set, eval_model, tmp_path):
     result = run_evaluate(
         "--model", str(eval_model), "--data", str(small_set), "--limit", "8", "--seed", "3",

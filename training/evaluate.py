@@ -40,9 +40,20 @@ import numpy as np
 
 from realtime.errors import OutputError
 from training.datasets import DatasetError, FaceRecord, read_shared, split_records
-from training.metrics import age_decades, age_metrics, baselines, decade_label, gender_metrics, gender_roc
+from training.metrics import (
+    age_decades,
+    age_metrics,
+    baselines,
+    bootstrap_ci,
+    wilson_ci,
+    calibration,
+    decade_label,
+    gender_metrics,
+    gender_roc,
+)
 
 DEFAULT_BATCH = 32
+CI_RESAMPLES = 1000  # bootstrap resamples per interval: ~1 ms each on the test set's few faces
 
 
 # --- selecting the faces ---------------------------------------------------------------
@@ -194,15 +205,37 @@ def section(scored: Scored, mask: np.ndarray, seed: int) -> dict[str, Any]:
     aged = g & np.isfinite(lab["age"])
     decades = age_decades(np.where(aged, lab["age"], 0.0))
     correct = (scored.p_male >= 0.5) == lab["male"]
+    abs_error = np.abs(scored.age - lab["age"])  # NaN where the age is unknown
+
+    def ci(values: np.ndarray) -> list[float] | None:
+        # 95% percentile bootstrap, seeded by the run's seed so a rerun gives the same
+        # interval and two models scored with one seed are resampled alike
+        interval = bootstrap_ci(values, n_resamples=CI_RESAMPLES, seed=seed)
+        return None if interval is None else list(interval)
+
+    def accuracy_ci(values: np.ndarray) -> list[float] | None:
+        interval = wilson_ci(values)
+        return None if interval is None else list(interval)
+
     gender_by_decade = {
-        decade_label(d): {"n": int((aged & (decades == d)).sum()), "accuracy": float(correct[aged & (decades == d)].mean())}
+        decade_label(d): {
+            "n": int((aged & (decades == d)).sum()),
+            "accuracy": float(correct[aged & (decades == d)].mean()),
+            "ci": accuracy_ci(correct[aged & (decades == d)]),
+        }
         for d in sorted(set(decades[aged].tolist()))
     }
+    known_age = mask & np.isfinite(lab["age"])
+    age_decade = age_decades(np.where(known_age, lab["age"], 0.0))
+    for d in sorted(set(age_decade[known_age].tolist())):
+        age["by_decade"][decade_label(d)]["mae_ci"] = ci(abs_error[known_age & (age_decade == d)])
     return {
         "n": n,
         "gender_accuracy": gender["accuracy"],
+        "gender_accuracy_ci": accuracy_ci(correct[g]),
         "gender_roc_auc": gender["roc_auc"],
         "age_mae": age["mae"],
+        "age_mae_ci": ci(abs_error[known_age]),
         "age_rmse": age["rmse"],
         "age_bias": age["bias"],
         "no_face_rate": float((~scored.face_found[mask]).mean()) if n else None,
@@ -212,6 +245,7 @@ def section(scored: Scored, mask: np.ndarray, seed: int) -> dict[str, Any]:
         "age_shuffled_mae": base["age"].get("shuffled_mae"),
         "gender": gender,
         "gender_by_decade": gender_by_decade,
+        "calibration": calibration(lab["male"][g], scored.p_male[g]),
         "age": age,
         "baselines": base,
     }
@@ -251,6 +285,21 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def with_ci(text: str, ci: list[float] | None, scale: float = 1.0, digits: int = 1) -> str:
+    """`text` followed by its interval, e.g. "97.9% [97.4-98.3]"; unchanged without one."""
+    if text == "–" or ci is None:
+        return text
+    return f"{text} [{scale * ci[0]:.{digits}f}-{scale * ci[1]:.{digits}f}]"
+
+
+def pct_ci(value: float | None, ci: list[float] | None) -> str:
+    return with_ci(pct(value), ci, 100.0)
+
+
+def mae_ci(value: float | None, ci: list[float] | None, digits: int = 2) -> str:
+    return with_ci(fmt(value, digits), ci, 1.0, digits)
 
 
 def save_figure(fig: Any, out: Path, name: str) -> str:
@@ -347,6 +396,30 @@ def plot_by_race(result: dict[str, Any], out: Path) -> str:
     return save_figure(fig, out, "by_race.png")
 
 
+def plot_reliability(result: dict[str, Any], colours: dict[str, str], out: Path) -> str:
+    """Reliability diagram of the gender probability: accuracy against confidence per bin."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    panels = [("all", result["overall"], "black")] + [(s, result["by_source"][s], colours[s]) for s in colours]
+    for name, sec, colour in panels:
+        cal = sec["calibration"]
+        full = [b for b in cal["reliability"] if b["n"]]
+        if not full:
+            continue
+        ax.plot(
+            [b["mean_confidence"] for b in full], [b["accuracy"] for b in full], marker="o", ms=4, color=colour,
+            lw=2 if name == "all" else 1.2, label=f"{name} (ECE {fmt(cal['ece'])}, n={cal['n']})",
+        )
+    ax.plot([0.5, 1], [0.5, 1], ls=":", color="grey", lw=1)
+    ax.set(ylabel="accuracy", title="Gender reliability (predicted class)", xlim=(0.5, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    bins = result["overall"]["calibration"]["reliability"]
+    counts.bar([(b["lower"] + b["upper"]) / 2 for b in bins], [b["n"] for b in bins], width=bins[0]["upper"] - bins[0]["lower"], color="grey", edgecolor="white")
+    counts.set(xlabel="confidence max(p, 1 - p)", ylabel="faces (all)")
+    return save_figure(fig, out, "reliability.png")
+
+
 def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
     """The report's PNG plots in `out`; their file names."""
     import matplotlib
@@ -362,6 +435,7 @@ def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
         plot_confusion(result, sources, out),
         plot_age_scatter(lab, scored, result, colours, out),
         plot_mae_by_decade(result, colours, out),
+        plot_reliability(result, colours, out),
     ]
     if result["by_race"]:
         written.append(plot_by_race(result, out))
@@ -370,9 +444,9 @@ def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
 
 def headline_row(name: str, sec: dict[str, Any]) -> str:
     return (
-        f"| {name} | {sec['n']} | {pct(sec['gender_accuracy'])} | {fmt(sec['gender_roc_auc'])} "
+        f"| {name} | {sec['n']} | {pct_ci(sec['gender_accuracy'], sec.get('gender_accuracy_ci'))} | {fmt(sec['gender_roc_auc'])} "
         f"| {pct(sec['gender_majority_accuracy'])} | {pct(sec['gender_shuffled_accuracy'])} "
-        f"| {fmt(sec['age_mae'], 2)} | {fmt(sec['age_rmse'], 2)} | {fmt(sec['age_bias'], 2)} "
+        f"| {mae_ci(sec['age_mae'], sec.get('age_mae_ci'))} | {fmt(sec['age_rmse'], 2)} | {fmt(sec['age_bias'], 2)} "
         f"| {fmt(sec['age_median_baseline_mae'], 2)} | {fmt(sec['age_shuffled_mae'], 2)} | {pct(sec['no_face_rate'])} |"
     )
 
@@ -402,6 +476,11 @@ def intro_lines(result: dict[str, Any]) -> list[str]:
         "predictions against randomly permuted labels (a model that learned nothing); *median MAE* predicts "
         "the median labelled age of that group for everyone (chosen in hindsight, so generous). "
         "Age metrics leave out unknown ages (labels below 1 or above 100 count as unknown); bias is predicted minus labelled.",
+        "",
+        (
+            f"Brackets are 95% intervals: Wilson score intervals for accuracies, bootstrap ({CI_RESAMPLES} resamples "
+            f"of the faces, seed {result['seed']}) for age errors. A change that stays inside them is not told from noise."
+        ),
     ]
 
 
@@ -429,7 +508,8 @@ def group_lines(result: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {g} | {v['n']} | {pct(v['gender_accuracy'])} | {fmt(v['age_mae'], 2)} | {fmt(v['age_rmse'], 2)} "
+        f"| {g} | {v['n']} | {pct_ci(v['gender_accuracy'], v.get('gender_accuracy_ci'))} "
+        f"| {mae_ci(v['age_mae'], v.get('age_mae_ci'))} | {fmt(v['age_rmse'], 2)} "
         f"| {fmt(v['age_bias'], 2)} | {fmt(v['age_median_baseline_mae'], 2)} | {pct(v['no_face_rate'])} |"
         for g, v in result["by_gender"].items()
     ]
@@ -466,12 +546,38 @@ def decade_lines(result: dict[str, Any], title: str, column: str, cell: Any) -> 
 
 def mae_cell(sec: dict[str, Any], decade: str) -> str:
     m = sec["age"]["by_decade"].get(decade)
-    return f"{fmt(m['mae'], 1)} ({m['n']})" if m and m["n"] else "–"
+    return f"{mae_ci(m['mae'], m.get('mae_ci'), 1)} ({m['n']})" if m and m["n"] else "–"
 
 
 def accuracy_cell(sec: dict[str, Any], decade: str) -> str:
     m = sec.get("gender_by_decade", {}).get(decade)
-    return f"{pct(m['accuracy'])} ({m['n']})" if m and m["n"] else "–"
+    return f"{pct_ci(m['accuracy'], m.get('ci'))} ({m['n']})" if m and m["n"] else "–"
+
+
+def calibration_lines(result: dict[str, Any]) -> list[str]:
+    """ECE and MCE of the gender probability, overall and per source, race and gender."""
+    parts = [("**all**", result["overall"])] + list(result["by_source"].items()) + [(f"race {r}", v) for r, v in result["by_race"].items()]
+    lines = [
+        "",
+        "## Gender calibration",
+        "",
+        (
+            "Confidence is the predicted class's probability, max(p, 1 - p); ECE is the face-weighted mean gap between "
+            f"confidence and accuracy over {result['overall']['calibration']['bins']} equal bins of [0.5, 1], "
+            "MCE the largest gap of a bin (0 is perfect; with few faces a bin, MCE is mostly noise). See reliability.png."
+        ),
+        "",
+        "| | faces | ECE | MCE | mean confidence | accuracy | Brier |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, sec in parts:
+        cal = sec.get("calibration")
+        if cal and cal["n"]:
+            lines.append(
+                f"| {name} | {cal['n']} | {fmt(cal['ece'])} | {fmt(cal['mce'])} | {pct(cal['mean_confidence'])} "
+                f"| {pct(cal['accuracy'])} | {fmt(cal['brier'])} |"
+            )
+    return lines
 
 
 def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
@@ -479,6 +585,7 @@ def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
     lines = intro_lines(result) + group_lines(result) + gender_class_lines(result)
     lines += decade_lines(result, "Age MAE per decade", "MAE", mae_cell)
     lines += decade_lines(result, "Gender accuracy per decade of labelled age", "accuracy", accuracy_cell)
+    lines += calibration_lines(result)
     if result["n_unreadable"]:
         lines += ["", "## Unreadable images", ""] + [f"- `{p}`" for p in result["unreadable"][:20]]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]

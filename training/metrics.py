@@ -242,3 +242,115 @@ def print_breakdown(report: dict[str, dict[str, Any]], title: str = "", stderr: 
             show(a["bias"], "+.2f"),
         )
     Console(stderr=stderr).print(table)
+
+
+# Resampled index arrays are drawn in chunks of at most this many elements (about 32 MB
+# of int64), so a bootstrap over a large evaluation does not need n_resamples * n memory.
+_BOOTSTRAP_CHUNK_ELEMENTS = 1 << 22
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    statistic: Any = np.mean,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval of `statistic` over the rows of `values`.
+
+    `statistic(sample, axis=1)` must reduce each row of a (resamples, n) array, as the
+    numpy reductions do (np.mean, np.median, ...): all resamples are scored in one call
+    per chunk instead of a Python loop. Per-row errors go in, e.g. 0/1 correctness for
+    an accuracy interval or absolute errors for an MAE interval. None for fewer than 2
+    rows, where resampling says nothing.
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = len(x)
+    if n < 2:
+        return None
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be between 0 and 1, not {level}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, not {n_resamples}")
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    stats = np.empty(n_resamples, dtype=np.float64)
+    for start in range(0, n_resamples, rows_per_chunk):
+        stop = min(start + rows_per_chunk, n_resamples)
+        index = rng.integers(0, n, size=(stop - start, n))
+        stats[start:stop] = statistic(x[index], axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(stats, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def wilson_ci(correct: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (the share of True in `correct`); None for no rows.
+
+    For accuracies rather than the bootstrap: a group without a single error still gets
+    an interval of real width (60 of 60 right: about 94-100%), where resampling its rows
+    would claim exactly 100%.
+    """
+    from statistics import NormalDist
+
+    x = np.asarray(correct, dtype=bool).reshape(-1)
+    n = len(x)
+    if n == 0:
+        return None
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be between 0 and 1, not {level}")
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    p = x.mean()
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def calibration(y_true_male: np.ndarray, p_male: np.ndarray, bins: int = 15) -> dict[str, Any]:
+    """How far the gender probability can be taken at its word, for a reliability diagram.
+
+    Scored as the predicted class's confidence, max(p, 1 - p), against whether the
+    thresholded prediction (p >= 0.5 is male) was right, so both genders share one
+    scale in [0.5, 1]. That range is cut into `bins` equal-width bins ([lo, hi), the last
+    one closed). ECE is the count-weighted mean of |accuracy - mean confidence| over the
+    bins, MCE the largest such gap over non-empty bins; 0 is perfectly calibrated. Each
+    bin reports (lower, upper, n, mean_confidence, accuracy), the last two None when
+    empty. Brier is the mean squared error of p_male itself, a check independent of the
+    binning.
+    """
+    y = np.asarray(y_true_male, dtype=bool).reshape(-1)
+    p = np.asarray(p_male, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"labels ({len(y)}) and probabilities ({len(p)}) differ in length")
+    if bins < 1:
+        raise ValueError(f"bins must be positive, not {bins}")
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    confidence = np.maximum(p, 1.0 - p)
+    correct = (p >= 0.5) == y
+    # searchsorted on the edges, not floor((c - 0.5) / width): a confidence exactly on an
+    # edge must land in the bin it opens, whatever the float rounding of the division.
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    n = len(y)
+    table: list[dict[str, Any]] = []
+    ece, mce = 0.0, None
+    for b in range(bins):
+        in_bin = which == b
+        count = int(in_bin.sum())
+        row: dict[str, Any] = {"lower": float(edges[b]), "upper": float(edges[b + 1]), "n": count, "mean_confidence": None, "accuracy": None}
+        if count:
+            row["mean_confidence"] = float(confidence[in_bin].mean())
+            row["accuracy"] = float(correct[in_bin].mean())
+            gap = abs(row["accuracy"] - row["mean_confidence"])
+            ece += count / n * gap
+            mce = gap if mce is None else max(mce, gap)
+        table.append(row)
+    return {
+        "n": n,
+        "bins": bins,
+        "ece": float(ece) if n else None,
+        "mce": mce,
+        "mean_confidence": float(confidence.mean()) if n else None,
+        "accuracy": float(correct.mean()) if n else None,
+        "brier": float(((p - y) ** 2).mean()) if n else None,
+        "reliability": table,
+    }

@@ -28,14 +28,14 @@ silence_native_logs()  # before OpenCV and MediaPipe load
 def _store(args: argparse.Namespace) -> Path | str:
     """The data dir, else the central store's URL (the option's, else the environment's)."""
     from ..errors import UserError
-    from .queries import STORE_ENV, central_url
+    from ..fleet.urls import STORE_ENV, resolve_central
 
     if args.data_dir is not None:
         return args.data_dir
-    url = args.store or os.environ.get(STORE_ENV) or None
+    # a URL that is not PostgreSQL's: one line, the text (and any password) not echoed
+    url = resolve_central(args.store, os.environ, STORE_ENV)
     if url is None:
         raise UserError(f"name the store: --data-dir DIR (a kiosk's own) or --store postgresql://USER@HOST/DB (the fleet's; or set {STORE_ENV})")
-    central_url(url)  # a URL that is not PostgreSQL's: one line, the text (and any password) not echoed
     return url
 
 
