@@ -235,3 +235,44 @@ def test_validation_split_uses_the_trainers_split_when_present(small_set, monkey
     val, function = validation_records(records, small_set, seed=0, fraction=0.5)
     assert function == "training.datasets.split_records"
     assert val == split_records(records, 0.5, 0).val
+
+
+def test_degradations(small_set, eval_model, tmp_path):
+    """The same faces clean and under three degradations: one row each in the JSON, a
+    table in the report and the bar plot."""
+    result = run_evaluate(
+        "--model", str(eval_model), "--data", str(small_set), "--degrade", "face24,jpeg30,jitter",
+        "--json", str(tmp_path / "e.json"), "--report", str(tmp_path / "report"), "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "e.json").read_text())
+    rows = data["degradations"]
+    assert list(rows) == ["clean", "face24", "jpeg30", "jitter"]
+    clean = rows["clean"]
+    assert clean["gender_accuracy"] == data["overall"]["gender_accuracy"] and clean["age_mae"] == data["overall"]["age_mae"]
+    for name, row in rows.items():
+        assert row["n"] == data["n_scored"] == 60, name  # the same faces; the unreadable one left out each time
+        for key in ("gender_accuracy", "age_mae"):  # Wilson's upper bound at 100% is 1 - 2e-16
+            assert row[f"{key}_ci"][0] - 1e-12 <= row[key] <= row[f"{key}_ci"][1] + 1e-12, (name, key)
+        assert 0.0 <= row["no_face_rate"] <= 1.0, name
+        if name != "clean":
+            assert row["age_mae_change"] == pytest.approx(row["age_mae"] - clean["age_mae"]), name
+            assert row["age_mae"] != clean["age_mae"], name  # the degradation reached the model
+    # a face 24 px wide has lost most of what tells an age
+    assert rows["face24"]["age_mae"] > clean["age_mae"]
+    report = tmp_path / "report"
+    assert (report / "degradations.png").read_bytes()[:4] == b"\x89PNG"
+    text = (report / "report.md").read_text()
+    table = text[text.index("## Robustness to degradations") :]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["**clean**", "face24", "jpeg30", "jitter"]
+    face24 = rows["face24"]
+    assert f"{face24['age_mae']:.2f} [{face24['age_mae_ci'][0]:.2f}-{face24['age_mae_ci'][1]:.2f}] | {face24['age_mae_change']:+.2f}" in lines[2]
+    assert "![degradations.png](degradations.png)" in text
+
+
+def test_unknown_degradation():
+    result = run_evaluate("--data", ".", "--degrade", "face24,fog")  # refused by the parser: nothing loads
+    line = one_line_error(result)
+    assert result.returncode == 2
+    assert "unknown degradation fog" in line and "known: face24" in line and "jitter" in line

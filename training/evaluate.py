@@ -19,6 +19,9 @@ age / majority gender for everyone, and the model's predictions against shuffled
 `--limit N` scores a random sample of N faces, allocated to the sources in proportion.
 `--split val` scores only the validation split: the heads trainer's split
 (`training.splits`) when that module is present, else `training.datasets.split_records`.
+`--degrade NAME[,NAME...]` (or `all`) scores the same faces again under each named
+degradation of `training.degrade` (small faces, JPEG, motion blur, brightness, rotation,
+detector box jitter) and adds a "degradations" table, clean first, and degradations.png.
 Exit codes: 0 done, 2 bad input (one line on stderr), 1 unexpected error, 130 interrupted.
 """
 
@@ -40,6 +43,7 @@ import numpy as np
 
 from realtime.errors import OutputError
 from training.datasets import DatasetError, FaceRecord, read_shared, split_records
+from training.degrade import DEGRADATIONS, BoxFn, Degradation, DegradationError, parse_degradations, record_rng
 from training.metrics import (
     age_decades,
     age_metrics,
@@ -141,7 +145,58 @@ class Scored:
         }
 
 
-def score_records(records: Sequence[FaceRecord], model: Any, detector: Any, batch_size: int, progress: bool = True) -> Scored:
+class JitteredDetector:
+    """`detector` with each box passed through a degradation's box transform: detector
+    noise applied at the crop step, leaving the image and `crop_for_model` as served."""
+
+    def __init__(self, detector: Any, jitter: BoxFn, rng: np.random.Generator) -> None:
+        self.detector, self.jitter, self.rng = detector, jitter, rng
+
+    def detect(self, frame: np.ndarray) -> Any:
+        import copy
+
+        found = copy.copy(self.detector.detect(frame))
+        if len(found):
+            found.xyxy = np.stack([self.jitter(box, self.rng) for box in found.xyxy]).astype(found.xyxy.dtype)
+        return found
+
+
+def clean_face_box(image: np.ndarray, detector: Any) -> np.ndarray | None:
+    """The face box that `crop_for_model` would use on `image`, in its coordinates; None
+    when there is none. Face-size degradations scale by it."""
+    import cv2
+
+    pad = max(image.shape[:2]) // 2
+    found = detector.detect(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+    if len(found) == 0:
+        return None
+    areas = (found.xyxy[:, 2] - found.xyxy[:, 0]) * (found.xyxy[:, 3] - found.xyxy[:, 1])
+    return np.asarray(found.xyxy[int(np.argmax(areas * found.confidence))], np.float64) - pad
+
+
+def degraded_input(image: np.ndarray, detector: Any, degradation: Degradation | None, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+    """The image and the detector to crop it with, under `degradation` (as they are without)."""
+    if degradation is None:
+        return image, detector
+    if degradation.box is not None:
+        return image, JitteredDetector(detector, degradation.box, rng)
+    box = clean_face_box(image, detector) if degradation.needs_face_box else None
+    assert degradation.image is not None
+    return degradation.image(image, rng, box), detector
+
+
+def score_records(
+    records: Sequence[FaceRecord],
+    model: Any,
+    detector: Any,
+    batch_size: int,
+    progress: bool = True,
+    degradation: Degradation | None = None,
+    seed: int = 0,
+    label: str = "scoring",
+) -> Scored:
+    """Every readable face cropped as served and scored; under `degradation` when given,
+    each face with its own Generator from (`seed`, its index), so reruns agree."""
     import cv2
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -161,7 +216,7 @@ def score_records(records: Sequence[FaceRecord], model: Any, detector: Any, batc
             batch.clear()
 
     columns = (
-        TextColumn("scoring"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("faces"),
@@ -171,12 +226,13 @@ def score_records(records: Sequence[FaceRecord], model: Any, detector: Any, batc
     )
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
         task = bar.add_task("scoring", total=len(records))
-        for record in records:
+        for index, record in enumerate(records):
             image = cv2.imread(str(record.path), cv2.IMREAD_COLOR)
             if image is None or image.size == 0:
                 unreadable.append(str(record.path))
             else:
-                crop = crop_for_model(image, detector, size, margin)
+                image, cropper = degraded_input(image, detector, degradation, record_rng(seed, index))
+                crop = crop_for_model(image, cropper, size, margin)
                 batch.append(crop.crop)
                 found.append(crop.face_found)
                 kept.append(record)
@@ -439,7 +495,34 @@ def write_plots(scored: Scored, result: dict[str, Any], out: Path) -> list[str]:
     ]
     if result["by_race"]:
         written.append(plot_by_race(result, out))
+    if "degradations" in result:
+        written.append(plot_degradations(result, out))
     return written
+
+
+def plot_degradations(result: dict[str, Any], out: Path) -> str:
+    """Gender accuracy and age MAE, clean and under each degradation, with their 95% intervals."""
+    import matplotlib.pyplot as plt
+
+    rows = result["degradations"]
+    names = list(rows)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(names) + 2), 3.8))
+    x = np.arange(len(names))
+    panels = ((a1, "gender_accuracy", 100.0, "gender accuracy (%)", "tab:blue"), (a2, "age_mae", 1.0, "age MAE (years)", "tab:orange"))
+    for ax, key, scale, label, colour in panels:
+        vals = np.array([np.nan if rows[n][key] is None else scale * rows[n][key] for n in names])
+        cis = [rows[n][f"{key}_ci"] for n in names]
+        err = np.array([[v - scale * c[0], scale * c[1] - v] if c else [0.0, 0.0] for v, c in zip(vals, cis)]).T
+        ax.bar(x, vals, color=["black"] + [colour] * (len(names) - 1))
+        ax.errorbar(x, vals, yerr=np.clip(err, 0, None), fmt="none", ecolor="grey", capsize=3)
+        ax.axhline(vals[0], color="black", lw=1, ls="--")
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        ax.set(ylabel=label)
+    lowest = min((100.0 * r["gender_accuracy_ci"][0] for r in rows.values() if r["gender_accuracy_ci"]), default=50.0)
+    a1.set_ylim(min(50.0, lowest - 5.0), 100.0)  # 50% is chance, and keep every interval in view
+    a1.set_title("Gender accuracy (95% Wilson)")
+    a2.set_title("Age MAE (95% bootstrap)")
+    return save_figure(fig, out, "degradations.png")
 
 
 def headline_row(name: str, sec: dict[str, Any]) -> str:
@@ -580,12 +663,46 @@ def calibration_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def signed(value: float | None, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    return "–" if value is None else f"{scale * value:+.{digits}f}{unit}"
+
+
+def degradation_lines(result: dict[str, Any]) -> list[str]:
+    """The same faces clean, then under each degradation with its change against clean."""
+    rows = result["degradations"]
+    lines = [
+        "",
+        "## Robustness to degradations",
+        "",
+        (
+            "The same faces, clean and degraded before the detector (or, for jitter, at the crop), seeded per face "
+            f"(seed {result['seed']}). Changes are against clean on the same faces; the brackets are each row's own "
+            "95% interval, not the change's (paired on the same faces, a change is pinned down more tightly than the "
+            "two intervals suggest). See degradations.png."
+        ),
+        "",
+        "| | degradation | faces | gender acc | change | age MAE | change | no face | change |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        first = name == "clean"
+        lines.append(
+            f"| {'**clean**' if first else name} | {r['description']} | {r['n']} "
+            f"| {pct_ci(r['gender_accuracy'], r['gender_accuracy_ci'])} | {'' if first else signed(r['gender_accuracy_change'], 100, 1, ' pt')} "
+            f"| {mae_ci(r['age_mae'], r['age_mae_ci'])} | {'' if first else signed(r['age_mae_change'], 1, 2)} "
+            f"| {pct(r['no_face_rate'])} | {'' if first else signed(r['no_face_rate_change'], 100, 1, ' pt')} |"
+        )
+    return lines
+
+
 def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
     """report.md in `out`: every table of the result, then the plots."""
     lines = intro_lines(result) + group_lines(result) + gender_class_lines(result)
     lines += decade_lines(result, "Age MAE per decade", "MAE", mae_cell)
     lines += decade_lines(result, "Gender accuracy per decade of labelled age", "accuracy", accuracy_cell)
     lines += calibration_lines(result)
+    if "degradations" in result:
+        lines += degradation_lines(result)
     if result["n_unreadable"]:
         lines += ["", "## Unreadable images", ""] + [f"- `{p}`" for p in result["unreadable"][:20]]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
@@ -612,7 +729,21 @@ def build_parser() -> OneLineParser:
     p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH)
     p.add_argument("--device", default="cpu", help="onnxruntime device: auto, cpu, cuda, tensorrt (default cpu)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--degrade", type=degradation_names, default=(), metavar="NAME[,NAME...]",
+        help=f"also score the faces under each degradation: {', '.join(DEGRADATIONS)}, or all",
+    )
     return p
+
+
+def degradation_names(text: str) -> tuple[str, ...]:
+    """--degrade's names, refused by the parser (one line, exit 2) before anything loads."""
+    import argparse
+
+    try:
+        return parse_degradations(text)
+    except DegradationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -630,6 +761,7 @@ class EvaluateOptions:
     batch_size: int = DEFAULT_BATCH
     device: str = "cpu"
     progress: bool = True
+    degrade: tuple[str, ...] = ()  # `training.degrade.DEGRADATIONS` names to score the faces under, besides clean
 
 
 def check_output_path(path: Path, is_dir: bool) -> None:
@@ -666,17 +798,46 @@ def select_records(options: EvaluateOptions, records: list[FaceRecord]) -> tuple
     return records, split
 
 
-def score_with_model(options: EvaluateOptions, records: list[FaceRecord]) -> tuple[Scored, Any]:
-    """Crop as the live pipeline does and run the model; (scores, the model)."""
+def score_with_model(options: EvaluateOptions, records: list[FaceRecord]) -> tuple[Scored, Any, dict[str, Scored]]:
+    """Crop as the live pipeline does and run the model, clean and under each of
+    `options.degrade`; (clean scores, the model, degraded scores by name)."""
     from realtime.detection import DetectorOptions, FaceDetector
     from realtime.model import AgeGenderModel
 
     model = AgeGenderModel.create(options.model, options.device)
+    degraded: dict[str, Scored] = {}
     with FaceDetector.create_from_options(DetectorOptions()) as detector:
         scored = score_records(records, model, detector, options.batch_size, progress=options.progress)
-    if not scored.records:
-        raise DatasetError(f"none of the {len(records)} images could be read (first: {scored.unreadable[0]})")
-    return scored, model
+        if not scored.records:
+            raise DatasetError(f"none of the {len(records)} images could be read (first: {scored.unreadable[0]})")
+        for name in options.degrade:
+            degraded[name] = score_records(
+                records, model, detector, options.batch_size, progress=options.progress,
+                degradation=DEGRADATIONS[name], seed=options.seed, label=name,
+            )
+    return scored, model, degraded
+
+
+DEGRADATION_KEYS = ("n", "gender_accuracy", "gender_accuracy_ci", "age_mae", "age_mae_ci", "no_face_rate")
+
+
+def degradation_rows(clean: Scored, degraded: dict[str, Scored], seed: int) -> dict[str, Any]:
+    """The headline numbers clean and under each degradation, each with its change against clean."""
+
+    def row(scored: Scored) -> dict[str, Any]:
+        sec = section(scored, np.ones(len(scored.records), bool), seed)
+        return {k: sec[k] for k in DEGRADATION_KEYS}
+
+    base = row(clean)
+    rows: dict[str, Any] = {"clean": {"description": "as read", **base}}
+    for name, scored in degraded.items():
+        r = row(scored)
+        change = {
+            f"{k}_change": None if r[k] is None or base[k] is None else r[k] - base[k]
+            for k in ("gender_accuracy", "age_mae", "no_face_rate")
+        }
+        rows[name] = {"description": DEGRADATIONS[name].description, **r, **change}
+    return rows
 
 
 def run_header(options: EvaluateOptions, model: Any, n_labelled: int, split: SplitChoice, scored: Scored) -> dict[str, Any]:
@@ -722,9 +883,11 @@ def evaluate(options: EvaluateOptions) -> dict[str, Any]:
     if not dataset.records:
         raise DatasetError(f"{options.data / 'labels.csv'} lists no images")
     records, split = select_records(options, dataset.records)
-    scored, model = score_with_model(options, records)
+    scored, model, degraded = score_with_model(options, records)
     result = run_header(options, model, len(dataset.records), split, scored)
     result.update(summarise(scored, options.seed))
+    if degraded:
+        result["degradations"] = degradation_rows(scored, degraded, options.seed)
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_outputs(options, scored, result)
     return result
@@ -761,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     options = EvaluateOptions(
         data=args.data, model=args.model, json=args.json, report=args.report, predictions=args.predictions,
         limit=args.limit, seed=args.seed, split=args.split, split_seed=args.split_seed, val_fraction=args.val_fraction,
-        batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+        batch_size=args.batch_size, device=args.device, progress=not args.no_progress, degrade=args.degrade,
     )
 
     def work() -> int:
