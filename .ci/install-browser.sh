@@ -9,15 +9,8 @@ if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
 # chromium-driver ships /usr/bin/chromedriver matched to the chromium version
-$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core
+bash "$(dirname "$0")/apt-install.sh" chromium chromium-driver fonts-dejavu-core
 
 chromium --version
 chromedriver --version

@@ -9,13 +9,6 @@ if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/de
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
 # postgresql-15 and its postgres user; the packaged cluster is not needed by the tests
-$SUDO apt-get install -y -qq --no-install-recommends postgresql
+bash "$(dirname "$0")/apt-install.sh" postgresql
 ls /usr/lib/postgresql/*/bin/initdb

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from realtime.paths import DEFAULT_MODEL, ROOT, SHARED_DATA
+from tooling.scenes import read_frames  # noqa: F401  (the tests' frame reader)
 
 FACES = SHARED_DATA / "faces"
 VIDEOS = SHARED_DATA / "videos"
@@ -59,16 +60,6 @@ def detector():
     det.close()
 
 
-def read_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while limit is None or len(frames) < limit:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

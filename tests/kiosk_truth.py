@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from realtime.kiosk.store import VisitRow
+from realtime.kiosk.queries import VisitRow
 from realtime.kiosk.visits import Visit
 from tooling.scenes import iou
 

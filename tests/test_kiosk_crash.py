@@ -24,16 +24,8 @@ import pytest
 
 from realtime.analyzer import FrameResult
 from realtime.kiosk.session import KioskSession
-from realtime.kiosk.store import (
-    APPLICATION_ID,
-    DEFAULT_CAMERA,
-    SCHEMA_VERSION,
-    KioskStore,
-    StoreError,
-    StoreOptions,
-    StoreReader,
-    store_file,
-)
+from realtime.kiosk.queries import StoreReader
+from realtime.kiosk.store import APPLICATION_ID, DEFAULT_CAMERA, SCHEMA_VERSION, KioskStore, StoreError, StoreOptions, store_file
 from realtime.kiosk.visits import VisitRules
 from tests.kiosk_results import FPS, T0, Clock, face, summary
 from realtime.paths import ROOT

@@ -13,7 +13,8 @@ from datetime import datetime
 import pytest
 
 from realtime.kiosk import report
-from realtime.kiosk.store import KioskStore, StoreOptions, StoreReader
+from realtime.kiosk.queries import StoreReader
+from realtime.kiosk.store import KioskStore, StoreOptions
 from realtime.kiosk.visits import AgeBrackets, Visit
 from realtime.paths import ROOT
 

@@ -9,7 +9,8 @@ import pytest
 
 from realtime.analyzer import FrameResult, TrackSummary
 from realtime.kiosk.session import KioskSession
-from realtime.kiosk.store import GapRow, KioskStore, StoreReader
+from realtime.kiosk.queries import GapRow, StoreReader
+from realtime.kiosk.store import KioskStore
 from realtime.kiosk.visits import VisitRules
 from tests.kiosk_results import FPS, T0, Clock, face, summary
 

@@ -10,20 +10,8 @@ import time
 
 import pytest
 
-from realtime.kiosk.store import (
-    DEFAULT_CAMERA,
-    GapRow,
-    GenderCounts,
-    KioskStore,
-    RunRow,
-    StoreError,
-    StoreOptions,
-    StoreReader,
-    TimelineBucket,
-    VisitRow,
-    minute_of,
-    store_file,
-)
+from realtime.kiosk.queries import GapRow, GenderCounts, RunRow, StoreReader, TimelineBucket, VisitRow
+from realtime.kiosk.store import DEFAULT_CAMERA, KioskStore, StoreError, StoreOptions, minute_of, store_file
 from realtime.kiosk.visits import Visit
 
 NOW = 1_750_000_000.0  # a fixed "now" keeps minute boundaries predictable

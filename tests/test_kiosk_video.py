@@ -26,7 +26,8 @@ import time
 import pytest
 
 from tooling import scenes as synthetic
-from realtime.kiosk.store import StoreReader, store_file
+from realtime.kiosk.queries import StoreReader
+from realtime.kiosk.store import store_file
 from realtime.kiosk.visits import AgeBrackets
 from realtime.paths import ROOT
 from tests.conftest import VIDEOS, run_cli

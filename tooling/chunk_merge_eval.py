@@ -179,16 +179,6 @@ def score_table(scores: Sequence[FileScore], title: str) -> Table:
 # ------------------------------------------------------------------ frame-range reads
 
 
-def sequential_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 def grab_to(path: Path, start: int, count: int) -> list[np.ndarray]:
@@ -208,7 +198,7 @@ def seek_check(paths: Sequence[Path], starts: int = 12, count: int = 5) -> Table
         table.add_column(column, justify="right")
     rng = np.random.default_rng(0)
     for path in paths:
-        reference = sequential_frames(path)
+        reference = scenes.read_frames(path)
         n = len(reference)
         picks = sorted({1, n - count, *map(int, rng.integers(1, n - count, starts))})
         exact = {"seek": 0, "grab": 0}

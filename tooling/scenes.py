@@ -652,6 +652,20 @@ def _check_readback(scenario: Scenario, out_path: Path) -> None:
                            f"expected {want[0]} frames {want[1]}x{want[2]}")
 
 
+def read_frames(path: str | Path, limit: int | None = None) -> list[np.ndarray]:
+    """A video's frames in order (the first `limit`), as OpenCV decodes them: a rendered
+    scene, or a shared clip, read whole for comparisons and tests."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while limit is None or len(frames) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
 def render(scenario: Scenario, out_path: str | Path, codec: Codec = "mp4v") -> dict:
     """Write the video and its truth JSON beside it; return the truth.
 

@@ -38,7 +38,7 @@ from ..kiosk.outbox import Batch
 from ..kiosk.store import _connect, _identify, store_file
 from ..kiosk.tables import KioskTables, kiosk_tables
 from .migrations import LATEST
-from .roles import check_kiosk_id, check_label
+from .roles import check_kiosk_id, check_labels
 from .urls import create_engine, display_url, reason
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,7 @@ class Forwarder:
         """Open the kiosk's store for forwarding (turning its outbox on) and prepare the
         central connection; nothing is sent yet, so a server that is down is no error here."""
         check_kiosk_id(options.kiosk_id)
-        for name, value in (("site", options.site), ("location", options.location)):
-            if value is not None:
-                check_label(name, value)
+        check_labels(options.site, options.location)
         path = store_file(Path(options.data_dir))
         if not path.is_file():
             raise UserError(f"no kiosk store in {options.data_dir} (expected {path})")

@@ -36,6 +36,13 @@ def check_label(name: str, value: str) -> str:
     return value
 
 
+def check_labels(site: str | None, location: str | None) -> None:
+    """The site and location a kiosk reports, each where given (None leaves it as it is)."""
+    for name, value in (("site", site), ("location", location)):
+        if value is not None:
+            check_label(name, value)
+
+
 def default_role(kiosk_id: str) -> str:
     """kiosk_<id>, lower case, with '.' and '-' as '_' (a role name needs no quoting then)."""
     return "kiosk_" + re.sub(r"[^a-z0-9_]", "_", kiosk_id.lower())

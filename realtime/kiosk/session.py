@@ -305,7 +305,7 @@ def options_from_args(args: argparse.Namespace) -> KioskOptions:
 
 def central_from_args(args: argparse.Namespace, environ: Any) -> CentralOptions | None:
     """The forwarding options, from --central or $AGEGENDER_CENTRAL; None for a kiosk on its own."""
-    from ..fleet.roles import check_kiosk_id, check_label
+    from ..fleet.roles import check_kiosk_id, check_labels
     from ..fleet.urls import CENTRAL_ENV, resolve_central
 
     url = resolve_central(args.central, environ)
@@ -317,9 +317,7 @@ def central_from_args(args: argparse.Namespace, environ: Any) -> CentralOptions 
     if args.kiosk_id is None:
         raise UserError(f"a central store (--central or ${CENTRAL_ENV}) needs --kiosk-id, this kiosk's id in the fleet")
     check_kiosk_id(args.kiosk_id)
-    for name, value in (("site", args.site), ("location", args.location)):
-        if value is not None:
-            check_label(name, value)
+    check_labels(args.site, args.location)
     return CentralOptions(url, args.kiosk_id, args.site, args.location)
 
 

@@ -698,21 +698,5 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
             pass
 
 
-# ---------------------------------------------------------------------- reading
-#
-# The reader (StoreReader and its rows) is in queries.py, one query layer for this store
-# and the fleet's central one; its names are still importable from here. Lazily: queries
-# imports this module, so a plain import here would be circular.
-
-_READER_NAMES = frozenset((
-    "CENTRAL_LIVE_FRESH_S", "QUIET_AFTER_S", "CameraLive", "CentralVisitRow", "DayRow", "GapRow", "GenderCounts", "HourRow", "KioskRow",
-    "Live", "RunRow", "SiteRow", "StoreReader", "TimelineBucket", "VisitRow", "row_columns",
-))
-
-
-def __getattr__(name: str) -> Any:
-    if name in _READER_NAMES:
-        from . import queries
-
-        return getattr(queries, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The reader (StoreReader and its rows) is in queries.py: one query layer for this store
+# and the fleet's central one.

@@ -140,20 +140,26 @@ def kiosk_tables(central: bool = False, camera: bool = True) -> KioskTables:
         PrimaryKeyConstraint(*kk, "id"),
         UniqueConstraint(*kk, "run_id", *cam_key, "track_id"),
     )
-    minute_stats = Table(
-        "minute_stats", md, *k(),
-        Column("minute", whole, nullable=False),
-        *cam(),
-        *_stat_values(),
-        PrimaryKeyConstraint(*kk, "minute", *cam_key, "bracket", "gender"),
-    )
-    minute_hist = Table(
-        "minute_hist", md, *k(),
-        Column("minute", whole, nullable=False),
-        *cam(),
-        *_hist_values(),
-        PrimaryKeyConstraint(*kk, "minute", *cam_key, "metric", "bin"),
-    )
+
+    def aggregates(period: str) -> tuple[Table, Table]:
+        """{period}_stats and {period}_hist: the figures and histograms of each period."""
+        stats = Table(
+            f"{period}_stats", md, *k(),
+            Column(period, whole, nullable=False),
+            *cam(),
+            *_stat_values(),
+            PrimaryKeyConstraint(*kk, period, *cam_key, "bracket", "gender"),
+        )
+        hist = Table(
+            f"{period}_hist", md, *k(),
+            Column(period, whole, nullable=False),
+            *cam(),
+            *_hist_values(),
+            PrimaryKeyConstraint(*kk, period, *cam_key, "metric", "bin"),
+        )
+        return stats, hist
+
+    minute_stats, minute_hist = aggregates("minute")
     live = Table(
         "live", md, *k(),
         *cam(),
@@ -184,20 +190,7 @@ def kiosk_tables(central: bool = False, camera: bool = True) -> KioskTables:
             Column("backlog", BigInteger),  # outbox entries still waiting at the last contact
         )
         # a week across hundreds of kiosks reads hours, not minutes (migration 3)
-        hour_stats = Table(
-            "hour_stats", md, *k(),
-            Column("hour", whole, nullable=False),
-            *cam(),
-            *_stat_values(),
-            PrimaryKeyConstraint(*kk, "hour", *cam_key, "bracket", "gender"),
-        )
-        hour_hist = Table(
-            "hour_hist", md, *k(),
-            Column("hour", whole, nullable=False),
-            *cam(),
-            *_hist_values(),
-            PrimaryKeyConstraint(*kk, "hour", *cam_key, "metric", "bin"),
-        )
+        hour_stats, hour_hist = aggregates("hour")
         Index("hour_stats_hour", hour_stats.c.hour)
         Index("hour_hist_hour", hour_hist.c.hour)
         # the dashboard's queries: a time range over every kiosk, or over some kiosks
