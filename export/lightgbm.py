@@ -46,7 +46,7 @@ import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from export.metadata import read_metadata, write_metadata
-from export.optimize import clip_age
+from export.optimize import AGE_CLIP_NOTE, clip_age
 from realtime.metadata import ModelMetadata
 from realtime.paths import BACKBONE_MODEL, git_commit
 from training.heads import FeatureSpec, HeadsRecord
@@ -331,8 +331,12 @@ def check_features(backbone_path: Path, heads, labels_path: Path, features_path:
     from training.bottlenecks import load_features
 
     files, X, _ = load_features(features_path, heads.record.features_key)
+    with np.load(features_path, allow_pickle=False) as data:
+        # a joined file (training.featuresets) also holds degraded copies: only clean rows can be reproduced
+        clean = data["part"] == 0 if "part" in data.files else np.ones(len(files), bool)
     rng = np.random.default_rng(1)
-    idx = np.sort(rng.choice(len(files), size=min(n, len(files)), replace=False))
+    rows = np.flatnonzero(clean)
+    idx = np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False))
     backbone = load_backbone(backbone_path)
     crops = make_crops(labels_path, files[idx].tolist(), backbone.input_size, backbone.crop_margin)
     fresh = fresh_features(backbone, crops, heads.record.feature_spec)
@@ -395,8 +399,12 @@ def training_data_note(record: HeadsRecord) -> str:
 def fused_metadata(backbone_meta: ModelMetadata, heads, metrics: dict, command: str, backbone_path: Path, backbone_sha: str) -> ModelMetadata:
     record: HeadsRecord = heads.record
     flip = " with horizontal-flip averaging" if record.feature_spec.flip else ""
+    # faceres-deep: agegender-faceres-lightgbm as before; a resized or quantized backbone
+    # (export.quantize: faceres-deep-192-int8) and a single view say so in the name
+    family, *rest = backbone_meta.name.split("-")
+    extras = [t for t in rest if t != "deep"] + ([] if record.feature_spec.flip else ["noflip"])
     return ModelMetadata(
-        name=f"agegender-{backbone_meta.name.split('-')[0]}-lightgbm",  # faceres-deep: agegender-faceres-lightgbm as before
+        name="-".join(["agegender", family, "lightgbm", *extras]),
         version=f"{time.strftime('%Y%m%d')}-{git_commit() or 'nogit'}",
         input_name=INPUT,
         input_size=backbone_meta.input_size,
@@ -419,7 +427,7 @@ def fused_metadata(backbone_meta: ModelMetadata, heads, metrics: dict, command: 
             f"heads: LightGBM {record.lightgbm_version} gender classifier + age regressor, {record.mode} mode, "
             f"on {record.feature_spec.description}{flip}, Optuna search + {record.folds}-fold CV, "
             f"fitted by `{record.command}` at git {record.git_commit}; "
-            f"fused by `{command}` at git {git_commit()}"
+            f"fused by `{command}` at git {git_commit()}; {AGE_CLIP_NOTE}"
         ),
         training_data=training_data_note(record),
         metrics=metrics,
@@ -523,6 +531,7 @@ def save_fp16(options: LightgbmExportOptions, backbone: onnx.ModelProto, heads, 
 def export(options: LightgbmExportOptions) -> dict[str, Any]:
     """Fuse, check and write the model; the report of what was checked and written."""
     from training.backbones import file_sha256
+    from training.calibrate import load_calibration
     from training.heads import Heads
 
     started = time.perf_counter()
@@ -541,6 +550,10 @@ def export(options: LightgbmExportOptions) -> dict[str, Any]:
 
     metrics = {**validation_metrics(options.heads, heads, options.labels), "parity_vs_lightgbm": report["parity"]}
     meta = fused_metadata(backbone_meta, heads, metrics, options.command, options.backbone, backbone_sha)
+    calibration = load_calibration(options.heads)
+    if calibration is not None:  # applied when the outputs are decoded (realtime.model), not in the graph
+        meta = dataclasses.replace(meta, gender_calibration=calibration.to_dict())
+        print(f"[calibration] gender calibration from {options.heads}/calibration.json")
     report.update(save(fused, meta, options.out))
     if "validation" in metrics:
         print(f"[metrics] validation: {json.dumps(metrics['validation'])}")

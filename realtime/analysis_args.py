@@ -17,7 +17,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cli import non_negative_float, positive_float, positive_int, probability
+from .cli import checked_number, non_negative_float, positive_float, positive_int, probability
+from .smoothing import SmoothingOptions
 
 if TYPE_CHECKING:
     from .analyzer import AnalyzerOptions
@@ -36,6 +37,9 @@ def add_analysis_arguments(parser: argparse.ArgumentParser) -> "argparse._Argume
     g.add_argument("--detector", choices=("full", "short"), default="full", help="BlazeFace full-range (default; small and distant faces) or short-range (faces within 2 m)")
     g.add_argument("--detector-engine", choices=("auto", "mediapipe", "onnx"), default="auto", help="what runs BlazeFace: MediaPipe or onnxruntime (the same networks; many tiles and streams per run; CPU, CUDA, TensorRT); auto (default): onnx where the model runs on a GPU, MediaPipe on a CPU, as measured fastest on each")
     g.add_argument("--min-confidence", type=probability, default=0.5, help="detector score threshold (default 0.5)")
+    g.add_argument("--gender-confidence", type=gender_confidence, default=SmoothingOptions.gender_threshold, metavar="P",
+                   help="show a person's gender only once the model's calibrated confidence reaches P; below it the gender "
+                        f"is reported as uncertain (default {SmoothingOptions.gender_threshold}; 0.5 always shows one)")
     g.add_argument("--track-timeout", type=positive_float, default=1.0, help="seconds without a detection before a person counts as gone (default 1)")
     g.add_argument("--refresh", type=positive_int, default=15, help="re-estimate each face at least every N frames (default 15)")
     g.add_argument("--scan-interval", type=positive_int, help="large frames: full tiled face scan spread over N frames (default: 0.3 s of video)")
@@ -44,6 +48,10 @@ def add_analysis_arguments(parser: argparse.ArgumentParser) -> "argparse._Argume
     g.add_argument("--still-rescan", type=non_negative_float, default=2.0, metavar="S", help="large frames from a fixed camera: tiles where nothing changed are searched for new faces only every S seconds (default 2; 0 searches every tile every sweep)")
     g.add_argument("--min-face", type=positive_float, default=12.0, metavar="PX", help="frames up to 800 px: the smallest face to look for; where one detector pass cannot see it, the frame is also swept every 2 s in smaller tiles (default 12; faces under 20 px are tracked and counted, never estimated)")
     return g
+
+
+def gender_confidence(text: str) -> float:
+    return checked_number(text, float, lambda v: 0.5 <= v < 1, "a confidence from 0.5 up to (not including) 1")
 
 
 def check_analysis_options(args: argparse.Namespace) -> None:
@@ -84,6 +92,7 @@ def analyzer_options(args: argparse.Namespace, fps: float) -> "AnalyzerOptions":
         detector=detector_options(args),
         tracker=TrackerOptions(timeout_s=args.track_timeout),
         schedule=ScheduleOptions(refresh_frames=args.refresh),
+        smoothing=SmoothingOptions(gender_threshold=args.gender_confidence),
         scan_interval=args.scan_interval,
         detect_every=args.detect_every,
     )

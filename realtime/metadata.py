@@ -13,6 +13,8 @@ import math
 from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any, Literal
 
+from .calibration import GenderCalibration
+
 AgeKind = Literal["softmax", "regression"]
 METADATA_VERSION = "1"
 # years: every age the product outputs lies in this range. A regressor extrapolates (a
@@ -58,6 +60,9 @@ class ModelMetadata:
     provenance: str = ""
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    # maps the gender output to calibrated P(male) by estimated age (realtime.calibration);
+    # empty: the output is taken as it is
+    gender_calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -84,7 +89,20 @@ class ModelMetadata:
             return f"crop_margin {self.crop_margin!r} is not a number in 0..2"
         if not isinstance(self.keypoint_layout, tuple) or not all(isinstance(k, str) for k in self.keypoint_layout):
             return f"keypoint_layout {self.keypoint_layout!r} is not a tuple of keypoint names"
+        if self.gender_calibration:
+            try:
+                self.calibration()
+            except ValueError as exc:
+                return str(exc)
         return ""
+
+    def calibration(self) -> GenderCalibration | None:
+        """The gender calibration the model carries, or None."""
+        if not self.gender_calibration:
+            return None
+        if not isinstance(self.gender_calibration, dict):
+            raise ValueError("gender_calibration is not a JSON object")
+        return GenderCalibration.from_dict(self.gender_calibration)
 
     def to_props(self) -> dict[str, str]:
         props: dict[str, str] = {"metadata_version": METADATA_VERSION}

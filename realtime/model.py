@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol, Sequence
 import numpy as np
 
 from .errors import ModelError, UserError
+from .calibration import calibrate_p_male
 from .metadata import AGE_RANGE, ModelMetadata
 
 Device = Literal["auto", "cpu", "cuda", "tensorrt"]
@@ -133,7 +134,7 @@ def decode_outputs(age_raw: np.ndarray, gender_raw: np.ndarray, meta: ModelMetad
         age_std = np.zeros_like(age)
     # every model, also one exported before exports clipped their age output
     age = np.clip(age, *AGE_RANGE).astype(np.float32)
-    return Predictions(age=age, age_std=age_std, p_male=p_male)
+    return Predictions(age=age, age_std=age_std, p_male=calibrate_p_male(p_male, age, meta.calibration()))
 
 
 def session_options(ort: Any, threads: int) -> Any:

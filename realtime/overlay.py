@@ -12,12 +12,15 @@ from .analyzer import FaceResult
 
 
 def face_label(face: FaceResult) -> str:
-    """'#3 male 92% | 27±3', with '…' for what is not yet confident."""
+    """'#3 male 92% | 27±3', with '…' for what is not yet known, and 'gender?' once the
+    face has been seen enough (its age is shown) but the gender stays below the
+    confidence the user asked for."""
+    age_shown = face.age is not None and face.age_std is not None
     if face.gender is not None and face.gender_confidence is not None:
         gender = f"{face.gender} {face.gender_confidence:.0%}"
     else:
-        gender = "…"
-    age = f"{face.age}±{face.age_std:.0f}" if face.age is not None and face.age_std is not None else "…"
+        gender = "gender?" if age_shown else "…"
+    age = f"{face.age}±{face.age_std:.0f}" if age_shown else "…"
     return f"#{face.track_id} {gender} | {age}"
 
 

@@ -61,7 +61,7 @@ def people_table(people: list[TrackSummary]) -> Table:
         table.add_column(column, justify="right" if column not in ("gender",) else "left")
     for p in people:
         age = f"{p.age:.0f} ± {p.age_std:.0f}" if p.age is not None and p.age_std is not None else "-"
-        gender = f"{p.gender} ({p.gender_confidence:.0%})" if p.gender and p.gender_confidence else "-"
+        gender = f"{p.gender} ({p.gender_confidence:.0%})" if p.gender and p.gender_confidence else "uncertain" if p.age is not None else "-"
         span = f"{p.first_time:.1f}-{p.last_time:.1f}s"
         table.add_row(str(p.track_id), span, str(p.frames_seen), str(p.frames_inferred), age, gender)
     return table

@@ -6,13 +6,18 @@ its recent model outputs, weighted by the quality of the view they came from:
 - age: the weighted median of recent estimates, with a robust spread (1.4826 x weighted
   median absolute deviation, which equals the standard deviation for normal noise but
   ignores a few wild estimates);
-- gender: accumulated log-odds. Each inference adds its clipped logit times its weight,
-  scaled down because successive frames of one face are far from independent samples;
-  the confidence is the logistic of the absolute total.
+- gender: the view-weighted mean of recent logits of P(male), which the model gives
+  calibrated (`realtime.calibration`), shrunk towards 0 until the views add up to one
+  full-quality view; the confidence is the logistic of its absolute value. A mean, not
+  a sum: a face's frames repeat one face, and the model's mistakes on a face (a
+  toddler's, say) repeat with it, so a hundred frames of a calibrated 70% are still
+  70% sure, not certain. Averaging removes the frame-to-frame noise, not what the face
+  itself leaves open, so the confidence is that of one clean view: conservative.
 
 What is shown is held back until it is trustworthy and changes only with real
-evidence: a gender appears once its confidence passes a threshold and flips only when
-the opposite side passes it too (which accumulated evidence makes rare); an age appears
+evidence: a gender appears once its confidence passes a threshold the user sets
+(`gender_threshold`; below it the gender is uncertain and shown as such) and flips
+only when the opposite side passes it too; an age appears
 after a few inferences and moves only when the estimate moves by more than a margin,
 so the overlay never jitters from frame to frame.
 
@@ -38,10 +43,10 @@ FacePrediction = Mapping[str, float]
 @dataclass(frozen=True)
 class SmoothingOptions:
     history: int = 32  # inferences kept per track: bounded memory on long visits
-    max_logit: float = 4.0  # one confident mistake cannot decide alone
-    evidence_scale: float = 0.5  # successive frames are correlated; count each as half a sample
-    max_log_odds: float = 12.0  # a long track can still be corrected by new evidence
-    gender_threshold: float = 0.8  # confidence needed to show a gender
+    max_logit: float = 4.0  # one wild frame cannot outweigh several ordinary ones
+    full_view: float = 1.0  # total view weight below which the gender evidence is shrunk
+    # calibrated confidence needed to show a gender; below it the gender is "uncertain"
+    gender_threshold: float = 0.8
     min_inferences: int = 2  # inferences needed before anything is shown
     age_hysteresis: float = 1.5  # years the estimate must move before the shown age changes
 
@@ -153,9 +158,19 @@ def next_shown_age(state: AgeState, options: SmoothingOptions) -> float | None:
 
 @dataclass(frozen=True)
 class GenderState:
-    log_odds: float = 0.0  # > 0: male
+    logits: tuple[float, ...] = ()  # recent clipped logits of P(male)
+    weights: tuple[float, ...] = ()
     inferences: int = 0
     shown: Gender | None = None
+
+
+def gender_log_odds(logits: Sequence[float], weights: Sequence[float], full_view: float = 1.0) -> float:
+    """The view-weighted mean of the logits, shrunk towards 0 while the weights add up to
+    less than `full_view` (a few poor views say less than one good one)."""
+    if not logits:
+        return 0.0
+    w = np.asarray(weights, np.float64)
+    return float(np.dot(w, np.asarray(logits, np.float64)) / max(float(w.sum()), full_view))
 
 
 def gender_estimate(log_odds: float) -> tuple[Gender, float]:
@@ -165,16 +180,19 @@ def gender_estimate(log_odds: float) -> tuple[Gender, float]:
 
 def update_gender(state: GenderState, p_male: float, weight: float, options: SmoothingOptions = SmoothingOptions()) -> GenderState:
     """The state after one more inference of P(male) from a view of quality `weight`."""
-    evidence = options.evidence_scale * view_weight(weight) * logit(p_male, options.max_logit)
-    log_odds = max(-options.max_log_odds, min(options.max_log_odds, state.log_odds + evidence))
-    new = GenderState(log_odds=log_odds, inferences=state.inferences + 1, shown=state.shown)
+    new = GenderState(
+        logits=(state.logits + (logit(p_male, options.max_logit),))[-options.history :],
+        weights=(state.weights + (view_weight(weight),))[-options.history :],
+        inferences=state.inferences + 1,
+        shown=state.shown,
+    )
     return replace(new, shown=next_shown_gender(new, options))
 
 
 def next_shown_gender(state: GenderState, options: SmoothingOptions) -> Gender | None:
     if state.inferences < options.min_inferences:
         return state.shown
-    label, confidence = gender_estimate(state.log_odds)
+    label, confidence = gender_estimate(gender_log_odds(state.logits, state.weights, options.full_view))
     return label if confidence >= options.gender_threshold else state.shown
 
 
@@ -222,7 +240,7 @@ class GenderSmoother:
     def shown(self) -> dict[str, Any]:
         if self.state.shown is None:
             return {"gender": None, "gender_confidence": None}
-        label, confidence = gender_estimate(self.state.log_odds)
+        label, confidence = gender_estimate(gender_log_odds(self.state.logits, self.state.weights, self.options.full_view))
         # while contrary evidence builds up the shown label stays; its confidence says so
         agreeing = confidence if label == self.state.shown else 1.0 - confidence
         return {"gender": self.state.shown, "gender_confidence": round(agreeing, 3)}

@@ -71,7 +71,7 @@ def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
 def feature_set() -> FeatureSet:
     backbone = backbone_path()
     if backbone is None:
-        raise FileNotFoundError(f"no backbone model at {DEFAULT_MODEL} or {FALLBACK_BACKBONE}")
+        raise FileNotFoundError(f"no backbone model at {BACKBONE_MODEL}")
     root = Path(tempfile.mkdtemp(prefix="heads-test-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     rows = sample_rows(PER_SOURCE)

@@ -251,12 +251,13 @@ def test_merge_needs_every_chunk():
 
 
 def test_estimates_combine_as_the_smoother_would():
-    # the smoother's log-odds add up: two parts each 90% sure of "male" are 98.8% together
-    assert combine_genders([("male", 0.9, 1.0), ("male", 0.9, 1.0)]) == ("male", pytest.approx(0.988, abs=1e-3))
-    # evidence against counts: half of a 95% "female" leaves "male" at 81%
-    assert combine_genders([("male", 0.95, 1.0), ("female", 0.95, 0.5)]) == ("male", pytest.approx(0.813, abs=1e-3))
-    # below the threshold the first shown label is held, with the confidence the evidence gives it
-    assert combine_genders([("female", 0.85, 0.5), (None, None, 1.0)]) == ("female", pytest.approx(0.704, abs=1e-3))
+    # the smoother's mean of calibrated logits: two parts each 90% sure of "male" are 90% together
+    assert combine_genders([("male", 0.9, 10), ("male", 0.9, 10)]) == ("male", pytest.approx(0.9, abs=1e-3))
+    # weighted by inferences: 10 of a 95% "male" against 5 of a 95% "female" leave "male"
+    # below the threshold, held as the first part showed it, at 72.7%
+    assert combine_genders([("male", 0.95, 10), ("female", 0.95, 5)]) == ("male", pytest.approx(0.727, abs=1e-3))
+    # a part that showed no gender was undecided: it dilutes the evidence
+    assert combine_genders([("female", 0.85, 5), (None, None, 10)]) == ("female", pytest.approx(0.641, abs=1e-3))
     assert combine_genders([(None, None, 1.0), (None, None, 1.0)]) == (None, None)
     # age: weighted by inferences; the spread widens when the parts disagree
     assert combine_ages([(30.0, 2.0, 10), (40.0, 2.0, 10)]) == (35.0, 5.4)

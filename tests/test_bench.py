@@ -245,3 +245,21 @@ def test_streams_bad_arguments_stop_before_any_run(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_bench_models_compares_models_side_by_side(tmp_path):
+    out = tmp_path / "models.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "tooling.bench_models", "models/agegender.onnx", "models/agegender-cpu.onnx",
+         "--faces", "8", "--rounds", "2", "--threads", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = report["models"]
+    assert list(rows) == ["models/agegender.onnx", "models/agegender-cpu.onnx"]
+    assert rows["models/agegender.onnx"]["ratio_to_first"] == 1.0
+    assert all(len(r["rounds"]) == 2 and r["faces_per_s"] > 0 for r in rows.values())
+    missing = subprocess.run([sys.executable, "-m", "tooling.bench_models", "no/such.onnx"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: no such model file: no/such.onnx"

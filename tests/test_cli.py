@@ -127,6 +127,7 @@ BAD_INPUTS = [
     (["--source", str(WALKING), "--device", "gpu9"], "invalid choice"),
     (["--source", str(WALKING), "--max-frames", "-3"], "positive integer"),
     (["--source", str(WALKING), "--min-confidence", "2"], "between 0 and 1"),
+    (["--source", str(WALKING), "--gender-confidence", "0.3"], "from 0.5 up to"),
     (["--source", str(WALKING), "--output", "/no/such/dir/out.mp4"], "output folder does not exist"),
     (["--source", str(WALKING), "--output", "out.xyz"], "unsupported video format"),
     (["--source", str(WALKING), "--events", "/proc/version"], "cannot write /proc/version"),

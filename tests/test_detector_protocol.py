@@ -138,9 +138,20 @@ def realtime_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "realtime" and r.levelno == logging.WARNING]
 
 
-def test_models_without_the_fields_keep_the_blazeface_convention(engine):
-    assert "detector" not in read_props(DEFAULT_MODEL)  # the shipped model predates them
-    meta = read_metadata(DEFAULT_MODEL)
+def test_models_without_the_fields_keep_the_blazeface_convention(engine, tmp_path):
+    import onnx
+
+    # a model exported before the fields existed: its file has neither
+    proto = onnx.load(str(DEFAULT_MODEL))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in ("detector", "keypoint_layout")]
+    del proto.metadata_props[:]
+    for key, value in kept:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    assert "detector" not in read_props(old)
+    meta = read_metadata(old)
     assert meta.detector == BLAZEFACE_FULL and meta.keypoint_layout == BLAZEFACE_KEYPOINTS
     assert convention_problem(engine, meta) == ""
 

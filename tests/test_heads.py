@@ -214,3 +214,100 @@ def test_heads_predict_checks_feature_width(data):
         heads.predict(np.zeros((2, 100), np.float32))
     p, age = heads.predict(np.load(data.features)["features"][:5])
     assert p.shape == (5,) and age.shape == (5,) and ((0 <= p) & (p <= 1)).all()
+
+
+# ----------------------------------------------------------- calibration, leave-one-out
+
+
+def test_calibrate_cli_fits_on_out_of_fold_predictions(data, tmp_path):
+    import shutil
+
+    from training.calibrate import load_calibration
+
+    heads_dir = tmp_path / "heads"
+    shutil.copytree(fitted_heads("features"), heads_dir)  # the shared heads stay uncalibrated for export tests
+    done = run_module("training.calibrate", "--heads", str(heads_dir), "--features", str(data.features),
+                      "--labels", str(data.labels), "--folds", "3", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((heads_dir / "calibration.json").read_text())
+    calibration = load_calibration(heads_dir)
+    assert calibration is not None and all(s > 0 for s in calibration.slope)
+    n_train = json.loads((heads_dir / "heads.json").read_text())["fit_rows"]
+    assert result["train_out_of_fold"]["raw"]["n"] == n_train
+    # fitted by likelihood on those predictions, the map cannot score worse on them
+    oof = result["train_out_of_fold"]
+    assert oof["calibrated"]["brier"] <= oof["raw"]["brier"] + 1e-9
+    val = result["validation"]["calibrated"]
+    assert val["n"] == 480 - n_train and 0 <= val["ece"] <= 1
+    by_decade = result["validation_uncertain"]["calibrated"]["0.80"]
+    assert 0 <= by_decade["all"]["confident_wrong_share"] <= by_decade["all"]["shown_share"] <= 1
+    assert "ECE" in done.stdout
+
+
+def test_leave_one_source_out_reports_every_fit_on_every_source(data, tmp_path):
+    done = run_module("training.loso", "--features", str(data.features), "--heads", str(fitted_heads("features")),
+                      "--labels", str(data.labels), "--out", str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "loso.json").read_text())
+    assert result["sources"] == ["utkface", "wiki"]
+    for source in result["sources"]:
+        fits = result["table"][source]
+        assert set(fits) == {"pretrained backbone (no fitting)", "utkface", "wiki", "all sources (the heads as shipped)"}
+        inside, outside = fits[source], fits["wiki" if source == "utkface" else "utkface"]
+        gap = result["gaps"][source]
+        assert gap["gender_accuracy_points"] == pytest.approx(100 * (inside["gender_accuracy"] - outside["gender_accuracy"]), abs=0.01)
+        assert gap["age_mae_years"] == pytest.approx(outside["age_mae"] - inside["age_mae"], abs=1e-3)
+    # the shipped heads' column is the same scoring as `training.heads score`
+    scored = score(fitted_heads("features"), data.features, data.labels)
+    for source in result["sources"]:
+        assert result["table"][source]["all sources (the heads as shipped)"]["gender_accuracy"] == pytest.approx(
+            scored["metrics"][source]["gender_accuracy"], abs=1e-4)  # score rounds to 4 places
+    assert "| wiki |" in (tmp_path / "report.md").read_text()
+
+
+def test_feature_files_join_by_rows_and_by_columns(data, tmp_path):
+    import shutil
+
+    from training.featuresets import join, join_columns
+
+    rows = join([data.features, data.features], tmp_path / "rows.npz")
+    files, X, spec = load_features(data.features)
+    joined_files, joined, joined_spec = load_features(tmp_path / "rows.npz")
+    assert rows["rows"] == 2 * len(files) and np.array_equal(joined[len(files):], X)
+    assert np.array_equal(joined_files[: len(files)], files) and len(joined_spec["joined"]) == 2
+    # the copies of a face fall in its fold: no booster scores a face it was fitted on
+    labels = load_labels(data.labels).align(joined_files)
+    folds = fold_ids(labels, 3, 0)
+    assert np.array_equal(folds[: len(files)], folds[len(files):])
+    assert np.array_equal(folds[: len(files)], fold_ids(load_labels(data.labels).align(files), 3, 0))
+
+    stacked = join_columns([data.features, data.features], tmp_path / "columns.npz")
+    _, S, stacked_spec = load_features(tmp_path / "columns.npz")
+    assert stacked["feature_dim"] == 2 * X.shape[1] and np.array_equal(S[:, X.shape[1]:], X)
+    assert stacked_spec["feature_dim"] == S.shape[1] and stacked_spec["head_features"]
+
+    other = tmp_path / "other.npz"  # features of another backbone cannot be joined row-wise
+    shutil.copy(data.features, other)
+    arrays = dict(np.load(other))
+    arrays["spec"] = np.array(json.dumps({**spec, "backbone_sha256": "0" * 64}))
+    np.savez(other, **arrays)
+    with pytest.raises(ValueError, match="backbone_sha256"):
+        join([data.features, other], tmp_path / "bad.npz")
+
+
+def test_augmented_extraction_degrades_training_faces_only(data, tmp_path):
+    out = tmp_path / "aug.npz"
+    done = run_module("training.bottlenecks", "--backbone", str(data.backbone), "--labels", str(data.labels), "--out", str(out),
+                      "--subset", "train", "--augment", "face24,blur9", "--limit", "8", "--augment-seed", "3", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files, X, spec = load_features(out)
+    assert spec["augment"] == {"names": ["face24", "blur9"], "seed": 3}
+    val = split_for_files(files, load_labels(data.labels))
+    assert len(files) == 8 and not val.any()
+    clean_files, clean, _ = load_features(data.features, "features_noflip")
+    position = {f: i for i, f in enumerate(clean_files)}
+    rows = clean[[position[f] for f in files]]
+    # every face was degraded before the backbone saw it: no row equals its clean one
+    assert not np.isclose(X, rows, atol=1e-4).all(axis=1).any()
+    bad = run_module("training.bottlenecks", "--labels", str(data.labels), "--out", str(tmp_path / "x.npz"), "--augment", "fog")
+    assert bad.returncode == 2 and "unknown degradation fog" in bad.stderr

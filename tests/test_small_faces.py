@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -121,24 +122,32 @@ def test_faces_never_big_enough_are_counted_but_not_estimated(classroom):
     assert any(e["frames_inferred"] > 0 and e["age"] is not None for e in big), big
 
 
-@pytest.fixture(scope="module")
-def two_walkers(tmp_path_factory, model_path):
-    out = tmp_path_factory.mktemp("two_walkers")
+def walk(out: Path, model_path, *extra: str) -> list[dict]:
     proc = run_cli(
         "--source", str(TWO_WALKERS), "--no-display", "--quiet", "--model", str(model_path),
-        "--events", str(out / "events.jsonl"),
+        "--events", str(out / "events.jsonl"), *extra,
     )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
 
 
-def test_walkers_found_while_small_still_get_their_genders(two_walkers):
+@pytest.fixture(scope="module")
+def two_walkers(tmp_path_factory, model_path):
+    return walk(tmp_path_factory.mktemp("two_walkers"), model_path)
+
+
+def test_walkers_found_while_small_still_get_their_genders(two_walkers, model_path, tmp_path):
     # the sweep finds both walkers from frame 0 and boxes them at their true size, below
     # the whole-frame pass's inflated boxes: too few light views left both without a
     # gender (8 and 5 views) until unsettled tracks were inferred on every detection frame
     assert len(two_walkers) == 2, two_walkers
-    genders = {e["gender"]: e for e in two_walkers}
-    assert set(genders) == {"male", "female"}, two_walkers
-    # before the sweep (whole-frame pass only): male 0.844, female 0.80
-    assert genders["male"]["gender_confidence"] >= 0.83, genders
-    assert genders["female"]["gender_confidence"] >= 0.80, genders
+    assert all(e["age"] is not None and e["frames_inferred"] >= 5 for e in two_walkers), two_walkers
+    by_age = sorted(two_walkers, key=lambda e: e["age"])
+    woman, man = by_age  # she reads about 27, he about 35
+    assert woman["gender"] == "female" and woman["gender_confidence"] >= 0.8, woman
+    # his 15 small views say male only on average (P(male) from 0.31 to 0.98, calibrated
+    # mean 0.71): below the default confidence he is reported as uncertain, not guessed
+    assert man["gender"] is None, man
+    lenient = walk(tmp_path, model_path, "--gender-confidence", "0.7")
+    man = max(lenient, key=lambda e: e["age"])
+    assert man["gender"] == "male" and 0.7 <= man["gender_confidence"] < 0.8, lenient

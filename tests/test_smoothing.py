@@ -1,4 +1,4 @@
-"""The smoothing math, alone: robust age, accumulated gender evidence, no jitter, no flip-flop."""
+"""The smoothing math, alone: robust age, averaged calibrated gender evidence, no jitter, no flip-flop."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from realtime.smoothing import (
     GenderSmoother,
     SmoothingOptions,
     age_estimate,
+    gender_log_odds,
     robust_spread,
     weighted_median,
 )
@@ -72,10 +73,32 @@ def test_gender_changes_on_sustained_contrary_evidence():
     assert display(state).gender == "female"
 
 
+def log_odds(state: FaceEstimates) -> float:
+    g = smoother(state, GenderSmoother).state
+    return gender_log_odds(g.logits, g.weights)
+
+
 def test_low_quality_views_count_less():
+    # four poor views add up to less than one good one: their evidence is shrunk
     good = feed([(30, 0.9, 1.0)] * 4)
     poor = feed([(30, 0.9, 0.1)] * 4)
-    assert smoother(good, GenderSmoother).state.log_odds > 5 * smoother(poor, GenderSmoother).state.log_odds
+    assert log_odds(good) == pytest.approx(np.log(9))
+    assert log_odds(poor) == pytest.approx(0.4 * np.log(9))
+    # among enough views, a poor one moves the mean less than a good one
+    mixed = feed([(30, 0.9, 1.0)] * 4 + [(30, 0.1, 0.1)])
+    assert log_odds(mixed) == pytest.approx((4 - 0.1) * np.log(9) / 4.1)
+
+
+def test_many_frames_of_a_doubtful_face_stay_doubtful():
+    # a toddler the calibrated model calls 70% male, for a hundred frames: the mistakes
+    # on one face repeat with it, so the evidence does not pile up into certainty
+    state = feed([(3, 0.7, 1.0)] * 100)
+    assert display(state).gender is None
+    assert 1 / (1 + np.exp(-log_odds(state))) == pytest.approx(0.7)
+    assert display(state).age == 3
+    # the user's threshold decides what is shown
+    lenient = feed([(3, 0.7, 1.0)] * 3, options=SmoothingOptions(gender_threshold=0.65))
+    assert display(lenient).gender == "male" and display(lenient).gender_confidence == pytest.approx(0.7)
 
 
 def test_shown_age_does_not_jitter():
@@ -108,7 +131,7 @@ def test_history_is_bounded():
 @pytest.mark.parametrize("p", [0.0, 1.0])
 def test_extreme_probabilities_are_finite(p):
     state = feed([(30, p, 1.0)] * 5)
-    assert np.isfinite(smoother(state, GenderSmoother).state.log_odds)
+    assert np.isfinite(log_odds(state))
     assert age_estimate(smoother(state, AgeSmoother).state) == (30.0, 0.0)
 
 

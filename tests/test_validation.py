@@ -232,7 +232,7 @@ def test_clip_age_puts_the_graph_output_in_range(tmp_path: Path, faces: np.ndarr
     np.testing.assert_array_equal(raw_ages(in_range.SerializeToString(), faces), before)
 
 
-@pytest.mark.parametrize("name", ["agegender.onnx", "agegender-fp16.onnx"])
+@pytest.mark.parametrize("name", ["agegender.onnx", "agegender-fp16.onnx", "agegender-cpu.onnx"])
 def test_shipped_models_end_in_the_age_clip(name: str) -> None:
     model = onnx.load(str(MODELS_DIR / name))
     meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})

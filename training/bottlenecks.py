@@ -32,6 +32,7 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ from training.backbones import (
     load_backbone,
     mirror,
 )
+from training.degrade import DEGRADATIONS, DegradationError, degraded_input, parse_degradations, record_rng
 from training.labels import load_labels
+from training.splits import validation_mask
 
 DEFAULT_BACKBONE = Path("models/faceres.onnx")
 RAW_KEYS = ("embedding", "p_male", "age_probs")
@@ -95,14 +98,29 @@ def check_manifest(directory: Path, manifest: dict) -> None:
         path.write_text(json.dumps(manifest, indent=2))
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Each image degraded by one of `names` (training.degrade), drawn per image from a
+    generator seeded by (seed, the image's row in labels.csv): the camera effects the
+    evaluation measures, applied to training faces the way serving meets them."""
+
+    names: tuple[str, ...]
+    seed: int = 0
+
+    def choose(self, row: int) -> tuple[str, np.random.Generator]:
+        rng = record_rng(self.seed, row)
+        return self.names[int(rng.integers(len(self.names)))], rng
+
+
 class CropReader(threading.Thread):
     """Reads and crops images in a background thread while the backbone runs."""
 
-    def __init__(self, paths: list[tuple[str, Path]], size: int, margin: float) -> None:
+    def __init__(self, paths: list[tuple[str, Path, int]], size: int, margin: float, augment: Augment | None = None) -> None:
         super().__init__(daemon=True)
         self.paths = paths
         self.size = size
         self.margin = margin
+        self.augment = augment
         self.queue: queue.Queue = queue.Queue(maxsize=256)
         self.error: BaseException | None = None
 
@@ -112,12 +130,16 @@ class CropReader(threading.Thread):
 
         try:
             with FaceDetector.create_from_options(DetectorOptions()) as detector:
-                for name, path in self.paths:
+                for name, path, row in self.paths:
                     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
                     if image is None:
                         self.queue.put((name, None, False, 0.0))
                         continue
-                    result = crop_for_model(image, detector, self.size, self.margin)
+                    cropper = detector
+                    if self.augment is not None:
+                        chosen, rng = self.augment.choose(row)
+                        image, cropper = degraded_input(image, detector, DEGRADATIONS[chosen], rng)
+                    result = crop_for_model(image, cropper, self.size, self.margin)
                     self.queue.put((name, result.crop, result.face_found, result.score))
         except BaseException as exc:  # surfaced by the consumer
             self.error = exc
@@ -125,9 +147,9 @@ class CropReader(threading.Thread):
             self.queue.put(None)
 
 
-def extraction_manifest(backbone_path: Path, backbone, flip: bool) -> dict[str, Any]:
+def extraction_manifest(backbone_path: Path, backbone, flip: bool, augment: Augment | None = None) -> dict[str, Any]:
     """What the shards of one extraction must agree on to be resumed and merged."""
-    return {
+    manifest = {
         "backbone": str(backbone_path),
         "backbone_name": backbone.name,
         "backbone_sha256": getattr(backbone, "sha256", ""),
@@ -135,6 +157,9 @@ def extraction_manifest(backbone_path: Path, backbone, flip: bool) -> dict[str, 
         "crop_margin": backbone.crop_margin,
         "input_size": backbone.input_size,
     }
+    if augment is not None:  # absent otherwise, so earlier extractions still resume
+        manifest["augment"] = {"names": list(augment.names), "seed": augment.seed}
+    return manifest
 
 
 def extract(
@@ -149,6 +174,8 @@ def extract(
     threads: int = 0,
     seed: int = 0,
     progress: bool = True,
+    augment: Augment | None = None,
+    subset: str = "all",
 ) -> dict:
     """Extract (or resume) and merge; returns a summary dict."""
     labels = load_labels(labels_path)
@@ -156,12 +183,15 @@ def extract(
     if head_features and not getattr(backbone, "has_heads", False):
         raise SystemExit(f"{backbone_path} has no pretrained heads: use --no-head-features")
     order = processing_order(len(labels), seed)
+    if subset != "all":
+        val = validation_mask(labels)
+        order = order[val[order] == (subset == "val")]
     if limit is not None:
         order = order[:limit]
     selected = labels.file[order]
 
     directory = parts_dir(out)
-    manifest = extraction_manifest(backbone_path, backbone, flip)
+    manifest = extraction_manifest(backbone_path, backbone, flip, augment)
     check_manifest(directory, manifest)
     done = load_shards(directory)
     done_files = set(done["files"].tolist()) if done else set()
@@ -173,7 +203,7 @@ def extract(
 
     started = time.perf_counter()
     if todo:
-        reader = CropReader([(labels.file[i], labels.path(i)) for i in todo], backbone.input_size, backbone.crop_margin)
+        reader = CropReader([(labels.file[i], labels.path(i), int(i)) for i in todo], backbone.input_size, backbone.crop_margin, augment)
         reader.start()
         run_batches(backbone, reader, directory, len(todo), flip, batch_size, shard_size, progress)
         if reader.error is not None:
@@ -387,6 +417,13 @@ def load_features(path: str | Path, key: str = "features") -> tuple[np.ndarray, 
     return files, features, spec
 
 
+def augment_names(text: str) -> tuple[str, ...]:
+    try:
+        return parse_degradations(text)
+    except DegradationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", type=Path, default=DEFAULT_BACKBONE, help="ONNX backbone with metadata (default: %(default)s)")
@@ -399,13 +436,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the processing order")
+    parser.add_argument("--subset", choices=("all", "train", "val"), default="all", help="only the faces of one split (training.splits; default all)")
+    parser.add_argument("--augment", type=augment_names, default=None, metavar="NAME[,NAME...]|all",
+                        help="degrade each image by one of these (training.degrade), drawn per image, before detection or at the crop")
+    parser.add_argument("--augment-seed", type=int, default=0)
     parser.add_argument("--merge-only", action="store_true", help="write <out> from the shards done so far, extract nothing (for a look at a run in progress)")
     args = parser.parse_args(argv)
     if args.merge_only:
         merge_partial(args.labels, args.out, args.head_features)
         return 0
     extract(args.backbone, args.labels, args.out, limit=args.limit, flip=args.flip, head_features=args.head_features,
-            batch_size=args.batch, shard_size=args.shard_size, threads=args.threads, seed=args.seed)
+            batch_size=args.batch, shard_size=args.shard_size, threads=args.threads, seed=args.seed,
+            augment=Augment(args.augment, args.augment_seed) if args.augment else None, subset=args.subset)
     return 0
 
 

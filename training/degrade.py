@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import cv2
@@ -170,3 +171,46 @@ def parse_degradations(text: str) -> tuple[str, ...]:
 def record_rng(seed: int, index: int) -> np.random.Generator:
     """The Generator for one face: the same face gets the same draw whatever else is scored."""
     return np.random.default_rng([seed, index])
+
+
+# --- applying one to a face image ---------------------------------------------------------
+
+
+class JitteredDetector:
+    """`detector` with each box passed through a degradation's box transform: detector
+    noise applied at the crop step, leaving the image and `crop_for_model` as served."""
+
+    def __init__(self, detector: Any, jitter: BoxFn, rng: np.random.Generator) -> None:
+        self.detector, self.jitter, self.rng = detector, jitter, rng
+
+    def detect(self, frame: np.ndarray) -> Any:
+        import copy
+
+        found = copy.copy(self.detector.detect(frame))
+        if len(found):
+            found.xyxy = np.stack([self.jitter(box, self.rng) for box in found.xyxy]).astype(found.xyxy.dtype)
+        return found
+
+
+def clean_face_box(image: np.ndarray, detector: Any) -> np.ndarray | None:
+    """The face box that `crop_for_model` would use on `image`, in its coordinates; None
+    when there is none. Face-size degradations scale by it."""
+    import cv2
+
+    pad = max(image.shape[:2]) // 2
+    found = detector.detect(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+    if len(found) == 0:
+        return None
+    areas = (found.xyxy[:, 2] - found.xyxy[:, 0]) * (found.xyxy[:, 3] - found.xyxy[:, 1])
+    return np.asarray(found.xyxy[int(np.argmax(areas * found.confidence))], np.float64) - pad
+
+
+def degraded_input(image: np.ndarray, detector: Any, degradation: Degradation | None, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+    """The image and the detector to crop it with, under `degradation` (as they are without)."""
+    if degradation is None:
+        return image, detector
+    if degradation.box is not None:
+        return image, JitteredDetector(detector, degradation.box, rng)
+    box = clean_face_box(image, detector) if degradation.needs_face_box else None
+    assert degradation.image is not None
+    return degradation.image(image, rng, box), detector

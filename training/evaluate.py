@@ -43,8 +43,10 @@ import numpy as np
 
 from realtime.errors import OutputError
 from training.datasets import DatasetError, FaceRecord, read_shared, split_records
-from training.degrade import DEGRADATIONS, BoxFn, Degradation, DegradationError, parse_degradations, record_rng
+from training.degrade import DEGRADATIONS, Degradation, DegradationError, degraded_input, parse_degradations, record_rng
+from realtime.smoothing import SmoothingOptions
 from training.metrics import (
+    abstention,
     age_decades,
     age_metrics,
     baselines,
@@ -58,6 +60,8 @@ from training.metrics import (
 
 DEFAULT_BATCH = 32
 CI_RESAMPLES = 1000  # bootstrap resamples per interval: ~1 ms each on the test set's few faces
+# a still face is one view: below the product's default confidence it would show "uncertain"
+UNCERTAIN_BELOW = SmoothingOptions.gender_threshold
 
 
 # --- selecting the faces ---------------------------------------------------------------
@@ -143,46 +147,6 @@ class Scored:
             "race": np.array([x.race or "" for x in r], dtype=object),
             "source": np.array([x.source for x in r], dtype=object),
         }
-
-
-class JitteredDetector:
-    """`detector` with each box passed through a degradation's box transform: detector
-    noise applied at the crop step, leaving the image and `crop_for_model` as served."""
-
-    def __init__(self, detector: Any, jitter: BoxFn, rng: np.random.Generator) -> None:
-        self.detector, self.jitter, self.rng = detector, jitter, rng
-
-    def detect(self, frame: np.ndarray) -> Any:
-        import copy
-
-        found = copy.copy(self.detector.detect(frame))
-        if len(found):
-            found.xyxy = np.stack([self.jitter(box, self.rng) for box in found.xyxy]).astype(found.xyxy.dtype)
-        return found
-
-
-def clean_face_box(image: np.ndarray, detector: Any) -> np.ndarray | None:
-    """The face box that `crop_for_model` would use on `image`, in its coordinates; None
-    when there is none. Face-size degradations scale by it."""
-    import cv2
-
-    pad = max(image.shape[:2]) // 2
-    found = detector.detect(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
-    if len(found) == 0:
-        return None
-    areas = (found.xyxy[:, 2] - found.xyxy[:, 0]) * (found.xyxy[:, 3] - found.xyxy[:, 1])
-    return np.asarray(found.xyxy[int(np.argmax(areas * found.confidence))], np.float64) - pad
-
-
-def degraded_input(image: np.ndarray, detector: Any, degradation: Degradation | None, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
-    """The image and the detector to crop it with, under `degradation` (as they are without)."""
-    if degradation is None:
-        return image, detector
-    if degradation.box is not None:
-        return image, JitteredDetector(detector, degradation.box, rng)
-    box = clean_face_box(image, detector) if degradation.needs_face_box else None
-    assert degradation.image is not None
-    return degradation.image(image, rng, box), detector
 
 
 def score_records(
@@ -278,6 +242,7 @@ def section(scored: Scored, mask: np.ndarray, seed: int) -> dict[str, Any]:
             "n": int((aged & (decades == d)).sum()),
             "accuracy": float(correct[aged & (decades == d)].mean()),
             "ci": accuracy_ci(correct[aged & (decades == d)]),
+            "uncertain": abstention(lab["male"][aged & (decades == d)], scored.p_male[aged & (decades == d)], UNCERTAIN_BELOW),
         }
         for d in sorted(set(decades[aged].tolist()))
     }
@@ -302,6 +267,7 @@ def section(scored: Scored, mask: np.ndarray, seed: int) -> dict[str, Any]:
         "gender": gender,
         "gender_by_decade": gender_by_decade,
         "calibration": calibration(lab["male"][g], scored.p_male[g]),
+        "uncertain": abstention(lab["male"][g], scored.p_male[g], UNCERTAIN_BELOW),
         "age": age,
         "baselines": base,
     }
@@ -637,6 +603,27 @@ def accuracy_cell(sec: dict[str, Any], decade: str) -> str:
     return f"{pct_ci(m['accuracy'], m.get('ci'))} ({m['n']})" if m and m["n"] else "–"
 
 
+def uncertain_cell(sec: dict[str, Any], decade: str) -> str:
+    m = sec.get("gender_by_decade", {}).get(decade)
+    if not m or not m["n"]:
+        return "–"
+    u = m["uncertain"]
+    return f"{pct(u['shown_share'])} / {pct(u['confident_wrong_share'])} ({m['n']})"
+
+
+def uncertain_lines(result: dict[str, Any]) -> list[str]:
+    u = result["overall"]["uncertain"]
+    lines = decade_lines(
+        result, f"Gender shown at the product's default confidence ({UNCERTAIN_BELOW:.0%})", "shown / wrong", uncertain_cell
+    )
+    return lines[:3] + [
+        f"Below the confidence a gender is reported as uncertain (run_camera.py --gender-confidence). Per decade: the "
+        f"share of faces shown a gender / the share shown a wrong one. All faces: {pct(u['shown_share'])} shown, "
+        f"{pct(u['accuracy_shown'])} of those right, {pct(u['confident_wrong_share'])} shown wrong.",
+        "",
+    ] + lines[3:]
+
+
 def calibration_lines(result: dict[str, Any]) -> list[str]:
     """ECE and MCE of the gender probability, overall and per source, race and gender."""
     parts = [("**all**", result["overall"])] + list(result["by_source"].items()) + [(f"race {r}", v) for r, v in result["by_race"].items()]
@@ -701,6 +688,7 @@ def write_markdown(result: dict[str, Any], plots: list[str], out: Path) -> None:
     lines += decade_lines(result, "Age MAE per decade", "MAE", mae_cell)
     lines += decade_lines(result, "Gender accuracy per decade of labelled age", "accuracy", accuracy_cell)
     lines += calibration_lines(result)
+    lines += uncertain_lines(result)
     if "degradations" in result:
         lines += degradation_lines(result)
     if result["n_unreadable"]:

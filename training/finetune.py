@@ -101,7 +101,7 @@ def load_crops(labels, index: np.ndarray, spec: KerasSpec, cache: Path) -> CropS
             print(f"[crops] {len(files)} crops from {path}", flush=True)
             return CropSet(data["files"], data["crops"], data["face_found"])
     t0 = time.perf_counter()
-    reader = CropReader([(labels.file[i], labels.path(i)) for i in index], spec.input_size, spec.crop_margin)
+    reader = CropReader([(labels.file[i], labels.path(i), int(i)) for i in index], spec.input_size, spec.crop_margin)
     reader.start()
     got: dict[str, tuple[np.ndarray | None, bool]] = {}
     while (item := reader.queue.get()) is not None:

@@ -82,6 +82,8 @@ class FitConfig:
     val_fraction: float = DEFAULT_VAL_FRACTION
     features_key: str = "features"
     params_from: str = ""  # heads folder whose hyperparameters to reuse instead of searching
+    # with params_from: also its round counts, without CV (refits those heads on these rows)
+    reuse_rounds: bool = False
 
 
 # ---------------------------------------------------------------------------- data
@@ -124,15 +126,18 @@ def column(ds: Dataset, name: str) -> int | None:
 
 
 def fold_ids(labels: Labels, k: int, seed: int) -> np.ndarray:
-    """Stratified k folds (source x gender x age decade), fixed by seed and file names."""
+    """Stratified k folds (source x gender x age decade), fixed by seed and file names.
+    Rows of one file (a face and its augmented copies) share a fold, so no face is
+    scored by a booster that saw it."""
     keys = strata(labels)
     folds = np.zeros(len(labels), np.int64)
     for key in np.unique(keys):
         rows = np.flatnonzero(keys == key)
-        ranked = sorted(rows, key=lambda i: rank_key(seed + 1000, str(labels.file[i])))
+        files = sorted({str(labels.file[i]) for i in rows}, key=lambda f: rank_key(seed + 1000, f))
         offset = int(rank_key(seed, key)[:8], 16) % k  # spreads small strata over folds
-        for r, i in enumerate(ranked):
-            folds[i] = (r + offset) % k
+        fold_of = {f: (r + offset) % k for r, f in enumerate(files)}
+        for i in rows:
+            folds[i] = fold_of[str(labels.file[i])]
     return folds
 
 
@@ -507,7 +512,11 @@ def fit_task(task: Task, cfg: FitConfig, ends: dict[tuple[str, str], float], mod
     """Search, cross-validate and refit one booster; saved to `model_file`; its heads.json entry."""
     started = time.perf_counter()
     params, search_summary = choose_params(task, cfg, ends[(task.name, "search")], log)
-    cv, rounds = validate_params(task, params, search_summary, cfg, ends[(task.name, "cv")], log)
+    if cfg.params_from and cfg.reuse_rounds:
+        rounds = int(json.loads((Path(cfg.params_from) / HEADS_JSON).read_text())[task.name]["num_boost_round"])
+        cv: dict[str, Any] = {"folds": 0, "note": f"hyperparameters and {rounds} rounds from {cfg.params_from}; no CV"}
+    else:
+        cv, rounds = validate_params(task, params, search_summary, cfg, ends[(task.name, "cv")], log)
     booster = train_one(task, params, np.arange(len(task.y)), None, rounds)
     booster.save_model(str(model_file))
     log(f"{task.name}: CV {json.dumps({k: v for k, v in cv.items() if k not in ('folds', 'best_iterations')})}, {rounds} rounds")
@@ -750,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--age-weight", type=parse_weights, default={}, help="per-source age sample weights, e.g. wiki=0.5")
     f.add_argument("--features-key", default="features", help="array of the npz to use (features or features_noflip)")
     f.add_argument("--params-from", default="", help="reuse the hyperparameters of this heads folder (no search)")
+    f.add_argument("--reuse-rounds", action="store_true", help="with --params-from: also its round counts, no CV (the same heads refitted)")
     f.add_argument("--quiet", action="store_true")
     s = sub.add_parser("score", help="print JSON metrics of fitted heads")
     s.add_argument("--heads", type=Path, required=True)
@@ -766,7 +776,10 @@ def main(argv: list[str] | None = None) -> int:
             trials=args.trials, timeout=args.timeout, folds=args.folds, seed=args.seed, threads=args.threads,
             mode=args.mode, age_weights=args.age_weight, split=args.split, split_seed=args.split_seed,
             val_fraction=args.val_fraction, features_key=args.features_key, params_from=args.params_from,
+            reuse_rounds=args.reuse_rounds,
         )
+        if args.reuse_rounds and not args.params_from:
+            parser.error("--reuse-rounds needs --params-from")
         command = "python -m training.heads " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         log = (lambda *a, **k: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
         result = fit(args.features, args.labels, args.out, cfg, command, log)

@@ -354,3 +354,25 @@ def calibration(y_true_male: np.ndarray, p_male: np.ndarray, bins: int = 15) -> 
         "brier": float(((p - y) ** 2).mean()) if n else None,
         "reliability": table,
     }
+
+
+def abstention(y_true_male: np.ndarray, p_male: np.ndarray, threshold: float) -> dict[str, Any]:
+    """What a user sees when a gender is shown only at confidence >= `threshold` and is
+    "uncertain" below it: the share shown, how often a shown gender is right, and the
+    share of all faces shown with a wrong gender (the confident mistakes)."""
+    if not 0.5 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0.5, 1), not {threshold}")
+    y = np.asarray(y_true_male, dtype=bool).reshape(-1)
+    p = np.asarray(p_male, dtype=np.float64).reshape(-1)
+    if y.shape != p.shape:
+        raise ValueError(f"labels ({len(y)}) and probabilities ({len(p)}) differ in length")
+    shown = np.maximum(p, 1.0 - p) >= threshold
+    wrong = (p >= 0.5) != y
+    n = len(y)
+    return {
+        "n": n,
+        "threshold": threshold,
+        "shown_share": float(shown.mean()) if n else None,
+        "accuracy_shown": float((~wrong[shown]).mean()) if shown.any() else None,
+        "confident_wrong_share": float((shown & wrong).mean()) if n else None,
+    }

@@ -369,14 +369,9 @@ def _combine(parts: list[_Part], smoothing: SmoothingOptions) -> MergedPerson:
 
 def _combine_estimates(parts: Sequence[_Part], smoothing: SmoothingOptions) -> Estimates:
     age, age_std = combine_ages([(p.summary.age, p.summary.age_std, p.summary.frames_inferred) for p in parts])
-    evidence = [(p.summary.gender, p.summary.gender_confidence, _owned_share(p)) for p in parts]
+    evidence = [(p.summary.gender, p.summary.gender_confidence, float(p.owned_inferred)) for p in parts]
     gender, confidence = combine_genders(evidence, smoothing)  # type: ignore[arg-type]
     return Estimates(age=age, age_std=age_std, gender=gender, gender_confidence=confidence)
-
-
-def _owned_share(part: _Part) -> float:
-    inferred = part.summary.frames_inferred
-    return part.owned_inferred / inferred if inferred else 0.0
 
 
 def combine_ages(parts: Sequence[tuple[float | None, float | None, int]]) -> tuple[float | None, float | None]:
@@ -400,32 +395,31 @@ def combine_ages(parts: Sequence[tuple[float | None, float | None, int]]) -> tup
 def combine_genders(
     parts: Sequence[tuple[Gender | None, float | None, float]], smoothing: SmoothingOptions = SmoothingOptions()
 ) -> tuple[Gender | None, float | None]:
-    """One gender from each part's (shown gender, its confidence, share of its evidence to count).
+    """One gender from each part's (shown gender, its confidence, inferences to count).
 
-    smoothing.py keeps gender as accumulated log-odds of "male" and reports the shown
-    label with the logistic of the log-odds in its favour, so each part's log-odds are
-    recovered exactly (to the rounding of the confidence) as +-logit(confidence). The
-    whole track would have summed the evidence of its inferences; the parts' log-odds
-    are summed the same way, each scaled by its share of inferences in frames its chunk
-    owns, so the overlap's inferences count once, and clipped to `max_log_odds`. A part
-    that showed no gender had too little evidence to recover and adds none.
+    smoothing.py keeps gender as the view-weighted mean of calibrated logits of "male"
+    and reports the shown label with the logistic of the mean in its favour, so each
+    part's mean is recovered (to the rounding of the confidence) as +-logit(confidence).
+    The whole track's mean is rebuilt as the parts' means weighted by their inferences in
+    frames their chunk owns, so the overlap's inferences count once. A part that showed
+    no gender was uncertain: it counts as undecided (log-odds 0) for its inferences.
 
     As the smoother shows: the label the evidence gives once its confidence reaches
     `gender_threshold`, else the label the first part showed, held (the whole track
     would have shown it then and kept it), with the confidence the evidence gives it.
     """
-    log_odds = 0.0
+    total, weight = 0.0, 0.0
     held: Gender | None = None
-    for gender, confidence, share in parts:
+    for gender, confidence, count in parts:
+        weight += count
         if gender is None or confidence is None:
             continue
         held = held or gender
-        towards = logit(confidence, smoothing.max_log_odds)
-        log_odds += share * (towards if gender == "male" else -towards)
-    log_odds = max(-smoothing.max_log_odds, min(smoothing.max_log_odds, log_odds))
-    label, confidence = gender_estimate(log_odds)
+        towards = logit(confidence, smoothing.max_logit)
+        total += count * (towards if gender == "male" else -towards)
+    if held is None or weight <= 0:
+        return None, None
+    label, confidence = gender_estimate(total / weight)
     if confidence >= smoothing.gender_threshold:
         return label, round(confidence, 3)
-    if held is None:
-        return None, None
     return held, round(confidence if label == held else 1.0 - confidence, 3)
