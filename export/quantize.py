@@ -31,7 +31,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -70,16 +70,6 @@ def face_files(labels_path: Path, validation: bool, count: int, seed: int) -> li
     return [str(labels.file[i]) for i in sorted(chosen)]
 
 
-class CropReader:
-    """Feeds calibration batches to onnxruntime's calibrator (its CalibrationDataReader)."""
-
-    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
-        self._batches: Iterator[dict[str, np.ndarray]] = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
-
-
 def resized_input(source: Path, out: Path, size: int) -> None:
     """A copy of a convolutional backbone that takes size x size crops: its input's spatial
     sides set, the intermediate shapes dropped for shape inference to redo. Cost per face
@@ -99,16 +89,20 @@ def quantize_model(source: Path, out: Path, crops: np.ndarray, meta: Any, batch:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(CropReader, CalibrationDataReader):
-        pass
+    batches = iter([{meta.input_name: preprocess_crops(crops[i : i + batch], meta)} for i in range(0, len(crops), batch)])
 
-    batches = [{meta.input_name: preprocess_crops(crops[i : i + batch], meta)} for i in range(0, len(crops), batch)]
+    class Reader(CalibrationDataReader):
+        """Feeds the calibration batches to onnxruntime's calibrator."""
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(batches, None)
+
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # the graph's shapes are plain onnx shape inference's to find (no sympy needed)
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(out), Reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS,
             calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
         )

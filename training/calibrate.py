@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from realtime.calibration import GenderCalibration, calibrate_p_male, hat_basis, logit
-from training.heads import Dataset, FitConfig, Heads, load_dataset, make_tasks, predict_task, train_one
+from training.heads import Dataset, Heads, load_dataset, make_tasks, predict_task
 from training.labels import DEFAULT_LABELS, Labels, load_labels
 from training.metrics import abstention, age_decades, calibration, decade_label
 from training.splits import split_for_files
@@ -81,16 +81,13 @@ def fit_map(p_male: np.ndarray, age: np.ndarray, male: np.ndarray, knots: tuple[
 
 def out_of_fold_p_male(heads: Heads, ds: Dataset, rows: np.ndarray, options: CalibrateOptions) -> np.ndarray:
     """Each of `rows`' P(male) from the gender booster refitted without its fold."""
-    cfg = FitConfig(folds=options.folds, seed=options.seed, threads=options.threads,
-                    max_bin=int(heads.info["config"]["max_bin"]), mode=heads.record.mode)
+    cfg = heads.refit_config(options.folds, options.threads, options.seed)
     gender, _, _ = make_tasks(ds, cfg, rows)
-    info = heads.info["gender"]
-    params = {**info["params"], **({"num_threads": options.threads} if options.threads else {})}
     folds = gender.fold_ids(options.folds)
     oof = np.full(len(rows), np.nan)
     for fold in range(options.folds):
         held = np.flatnonzero(folds == fold)
-        booster = train_one(gender, params, np.flatnonzero(folds != fold), None, int(info["num_boost_round"]))
+        booster = heads.refit(gender, cfg, np.flatnonzero(folds != fold))
         oof[held] = predict_task("gender", booster, gender.X[held], gender.init_score_of(held))
     return oof
 
@@ -100,28 +97,29 @@ def measures(male: np.ndarray, p_male: np.ndarray) -> dict[str, Any]:
     return {"n": c["n"], "ece": c["ece"], "mce": c["mce"], "brier": c["brier"], "accuracy": c["accuracy"]}
 
 
-def decade_measures(labels: Labels, raw: np.ndarray, calibrated: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Calibration before and after, per decade of labelled age."""
+def decade_masks(labels: Labels) -> dict[str, np.ndarray]:
+    """The faces of each decade of labelled age ("0-9", ...), unknown ages in none."""
     known = ~np.isnan(labels.age)
     decades = np.where(known, age_decades(np.where(known, labels.age, 0)), -1)
+    return {decade_label(int(d)): decades == d for d in sorted(set(decades[known].tolist()))}
+
+
+def decade_measures(labels: Labels, raw: np.ndarray, calibrated: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Calibration before and after, per decade of labelled age."""
     return {
-        decade_label(int(d)): {"raw": measures(labels.male[m], raw[m]), "calibrated": measures(labels.male[m], calibrated[m])}
-        for d in sorted(set(decades[known].tolist())) for m in [decades == d]
+        name: {"raw": measures(labels.male[m], raw[m]), "calibrated": measures(labels.male[m], calibrated[m])}
+        for name, m in decade_masks(labels).items()
     }
 
 
 def uncertain_table(labels: Labels, p_male: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per threshold and age decade: the share shown, and shown with a wrong gender."""
-    known = ~np.isnan(labels.age)
-    decades = np.where(known, age_decades(np.where(known, labels.age, 0)), -1)
-    out: dict[str, dict[str, Any]] = {}
-    for t in THRESHOLDS:
-        rows = {"all": abstention(labels.male, p_male, t)}
-        for d in sorted(set(decades[known].tolist())):
-            m = decades == d
-            rows[decade_label(int(d))] = abstention(labels.male[m], p_male[m], t)
-        out[f"{t:.2f}"] = rows
-    return out
+    masks = decade_masks(labels)
+    return {
+        f"{t:.2f}": {"all": abstention(labels.male, p_male, t)}
+        | {name: abstention(labels.male[m], p_male[m], t) for name, m in masks.items()}
+        for t in THRESHOLDS
+    }
 
 
 def calibrate(options: CalibrateOptions, log=print) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -195,8 +195,6 @@ class JitteredDetector:
 def clean_face_box(image: np.ndarray, detector: Any) -> np.ndarray | None:
     """The face box that `crop_for_model` would use on `image`, in its coordinates; None
     when there is none. Face-size degradations scale by it."""
-    import cv2
-
     pad = max(image.shape[:2]) // 2
     found = detector.detect(cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
     if len(found) == 0:

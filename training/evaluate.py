@@ -42,9 +42,9 @@ silence_native_logs()  # before OpenCV, MediaPipe and TensorFlow load
 import numpy as np
 
 from realtime.errors import OutputError
+from realtime.smoothing import SmoothingOptions
 from training.datasets import DatasetError, FaceRecord, read_shared, split_records
 from training.degrade import DEGRADATIONS, Degradation, DegradationError, degraded_input, parse_degradations, record_rng
-from realtime.smoothing import SmoothingOptions
 from training.metrics import (
     abstention,
     age_decades,
@@ -237,15 +237,15 @@ def section(scored: Scored, mask: np.ndarray, seed: int) -> dict[str, Any]:
         interval = wilson_ci(values)
         return None if interval is None else list(interval)
 
-    gender_by_decade = {
-        decade_label(d): {
-            "n": int((aged & (decades == d)).sum()),
-            "accuracy": float(correct[aged & (decades == d)].mean()),
-            "ci": accuracy_ci(correct[aged & (decades == d)]),
-            "uncertain": abstention(lab["male"][aged & (decades == d)], scored.p_male[aged & (decades == d)], UNCERTAIN_BELOW),
+    def decade_row(rows: np.ndarray) -> dict[str, Any]:
+        return {
+            "n": int(rows.sum()),
+            "accuracy": float(correct[rows].mean()),
+            "ci": accuracy_ci(correct[rows]),
+            "uncertain": abstention(lab["male"][rows], scored.p_male[rows], UNCERTAIN_BELOW),
         }
-        for d in sorted(set(decades[aged].tolist()))
-    }
+
+    gender_by_decade = {decade_label(d): decade_row(aged & (decades == d)) for d in sorted(set(decades[aged].tolist()))}
     known_age = mask & np.isfinite(lab["age"])
     age_decade = age_decades(np.where(known_age, lab["age"], 0.0))
     for d in sorted(set(age_decade[known_age].tolist())):

@@ -40,6 +40,14 @@ def load(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def save(arrays: dict[str, np.ndarray], out: Path) -> None:
+    """`out` written whole or not at all (a temporary file renamed over it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)
+
+
 def join(paths: list[Path], out: Path) -> dict[str, Any]:
     """Write the rows of every file in `paths`, in order, to `out`; a summary."""
     parts = [load(p) for p in paths]
@@ -55,10 +63,7 @@ def join(paths: list[Path], out: Path) -> dict[str, Any]:
     spec = {**specs[0], "joined": [{"file": str(path), **s} for path, s in zip(paths, specs)]}
     spec.pop("augment", None)
     arrays["spec"] = np.array(json.dumps(spec))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    save(arrays, out)
     return {"out": str(out), "rows": int(len(arrays["files"])), "rows_by_part": [int(len(p["files"])) for p in parts]}
 
 
@@ -80,10 +85,7 @@ def join_columns(paths: list[Path], out: Path) -> dict[str, Any]:
     spec = {**specs[-1], "feature_dim": dim, "stacked": [{"file": str(path), **s} for path, s in zip(paths, specs)],
             "features": " + ".join(f"{s.get('backbone_name', '?')}: {s.get('features', '')}" for s in specs)}
     arrays["spec"] = np.array(json.dumps(spec))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    save(arrays, out)
     return {"out": str(out), "rows": int(len(arrays["files"])), "feature_dim": dim}
 
 

@@ -350,14 +350,21 @@ class PruneCallback:
             raise optuna.TrialPruned()
 
 
+def recorded_params(info: dict[str, Any], task: Task, cfg: FitConfig) -> dict[str, Any]:
+    """A fitted booster's hyperparameters (its heads.json entry `info`), with this config's
+    threads and seed."""
+    return {**info["params"], **{k: v for k, v in task.base_params(cfg).items() if k in ("num_threads", "seed")}}
+
+
 def reuse_params(heads_dir: Path, task: Task, cfg: FitConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Another fit's hyperparameters for this task (threads and seed from this config)."""
     info = json.loads((heads_dir / HEADS_JSON).read_text())[task.name]
-    params = {**info["params"], **{k: v for k, v in task.base_params(cfg).items() if k in ("num_threads", "seed")}}
+    params = recorded_params(info, task, cfg)
     search = info["search"]
     summary = {
         "skipped": True,
         "params_from": str(heads_dir),
+        "num_boost_round": int(info["num_boost_round"]),
         "best_iteration": search.get("best_iteration", info["num_boost_round"]),
         "seconds_per_round": search.get("seconds_per_round", 0.05),
     }
@@ -513,7 +520,7 @@ def fit_task(task: Task, cfg: FitConfig, ends: dict[tuple[str, str], float], mod
     started = time.perf_counter()
     params, search_summary = choose_params(task, cfg, ends[(task.name, "search")], log)
     if cfg.params_from and cfg.reuse_rounds:
-        rounds = int(json.loads((Path(cfg.params_from) / HEADS_JSON).read_text())[task.name]["num_boost_round"])
+        rounds = search_summary["num_boost_round"]
         cv: dict[str, Any] = {"folds": 0, "note": f"hyperparameters and {rounds} rounds from {cfg.params_from}; no CV"}
     else:
         cv, rounds = validate_params(task, params, search_summary, cfg, ends[(task.name, "cv")], log)
@@ -639,6 +646,15 @@ class Heads:
         gender = lgb.Booster(model_file=str(directory / info["gender"]["model_file"]))
         age = lgb.Booster(model_file=str(directory / info["age"]["model_file"]))
         return cls(info, gender, age)
+
+    def refit_config(self, folds: int, threads: int = 0, seed: int = 0) -> FitConfig:
+        """A config that makes boosters as these heads' were made (binning, residual or direct)."""
+        return FitConfig(folds=folds, seed=seed, threads=threads, max_bin=int(self.info["config"]["max_bin"]), mode=self.record.mode)
+
+    def refit(self, task: Task, cfg: FitConfig, rows: np.ndarray):
+        """`task`'s booster fitted again on `rows` with these heads' hyperparameters and round count."""
+        info = self.info[task.name]
+        return train_one(task, recorded_params(info, task, cfg), rows, None, int(info["num_boost_round"]))
 
     def init_score(self, task: str, X: np.ndarray) -> np.ndarray | None:
         """The pretrained prediction the booster of `task` corrects (residual mode), else None."""

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from training.backbones import HEAD_FEATURES
-from training.heads import Dataset, FitConfig, Heads, column, load_dataset, make_tasks, predict_task, sigmoid, train_one
+from training.heads import Dataset, Heads, column, load_dataset, make_tasks, predict_task, sigmoid
 from training.labels import DEFAULT_LABELS, load_labels
 from training.metrics import age_metrics, bootstrap_ci, wilson_ci
 from training.splits import split_for_files
@@ -49,16 +49,13 @@ class LosoOptions:
 
 def fit_predict(heads: Heads, ds: Dataset, train_rows: np.ndarray, test_rows: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """(P(male), age) on test_rows from boosters refitted on train_rows with the heads' parameters."""
-    cfg = FitConfig(folds=2, threads=threads, max_bin=int(heads.info["config"]["max_bin"]), mode=heads.record.mode)
+    cfg = heads.refit_config(folds=2, threads=threads)
     tasks = make_tasks(ds, cfg, train_rows)[:2]
     X = ds.X[test_rows]
     out = []
     for task in tasks:
-        info = heads.info[task.name]
-        params = {**info["params"], **({"num_threads": threads} if threads else {})}
-        booster = train_one(task, params, np.arange(len(task.y)), None, int(info["num_boost_round"]))
-        init = heads.init_score(task.name, X)
-        out.append(predict_task(task.name, booster, X, init))
+        booster = heads.refit(task, cfg, np.arange(len(task.y)))
+        out.append(predict_task(task.name, booster, X, heads.init_score(task.name, X)))
     return out[0], out[1]
 
 
