@@ -311,3 +311,12 @@ def test_augmented_extraction_degrades_training_faces_only(data, tmp_path):
     assert not np.isclose(X, rows, atol=1e-4).all(axis=1).any()
     bad = run_module("training.bottlenecks", "--labels", str(data.labels), "--out", str(tmp_path / "x.npz"), "--augment", "fog")
     assert bad.returncode == 2 and "unknown degradation fog" in bad.stderr
+
+
+@pytest.mark.parametrize("module", ["training.loso", "training.calibrate"])
+def test_missing_heads_or_features_are_one_line_errors(module, data, tmp_path):
+    out = ["--out", str(tmp_path / "out")] if module == "training.loso" else []
+    done = run_module(module, "--heads", str(tmp_path / "none"), "--features", str(data.features), *out, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: no fitted heads in {tmp_path / 'none'} (no heads.json; write them with `python -m training.heads fit`)"
+    done = run_module(module, "--heads", str(fitted_heads("features")), "--features", str(tmp_path / "none.npz"), *out, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: no such features file: {tmp_path / 'none.npz'}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from realtime.calibration import GenderCalibration, calibrate_p_male, hat_basis, logit
-from training.heads import Dataset, Heads, load_dataset, make_tasks, predict_task
+from training.heads import Dataset, Heads, load_dataset, make_tasks, missing_fit, predict_task
 from training.labels import DEFAULT_LABELS, Labels, load_labels
 from training.metrics import abstention, age_decades, calibration, decade_label
 from training.splits import split_for_files
@@ -195,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--offsets", action="store_true", help="also fit an offset per knot (it can change labels; off by default)")
     args = parser.parse_args(argv)
+    problem = missing_fit(args.heads, args.features)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     result = calibrate(CalibrateOptions(args.heads, args.features, args.labels, args.knots, args.folds, threads=args.threads,
                                         offsets=args.offsets))
     print("\n".join(summary_lines(result)))

@@ -356,6 +356,15 @@ def recorded_params(info: dict[str, Any], task: Task, cfg: FitConfig) -> dict[st
     return {**info["params"], **{k: v for k, v in task.base_params(cfg).items() if k in ("num_threads", "seed")}}
 
 
+def missing_fit(heads_dir: Path, features: Path) -> str:
+    """Why heads_dir and features cannot be read as fitted heads and their features; "" when they can."""
+    if not (heads_dir / HEADS_JSON).is_file():
+        return f"no fitted heads in {heads_dir} (no {HEADS_JSON}; write them with `python -m training.heads fit`)"
+    if not features.is_file():
+        return f"no such features file: {features}"
+    return ""
+
+
 def reuse_params(heads_dir: Path, task: Task, cfg: FitConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Another fit's hyperparameters for this task (threads and seed from this config)."""
     info = json.loads((heads_dir / HEADS_JSON).read_text())[task.name]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from training.backbones import HEAD_FEATURES
-from training.heads import Dataset, Heads, column, load_dataset, make_tasks, predict_task, sigmoid
+from training.heads import Dataset, Heads, column, load_dataset, make_tasks, missing_fit, predict_task, sigmoid
 from training.labels import DEFAULT_LABELS, load_labels
 from training.metrics import age_metrics, bootstrap_ci, wilson_ci
 from training.splits import split_for_files
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for loso.json and report.md")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
+    problem = missing_fit(args.heads, args.features)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     result = loso(LosoOptions(args.features, args.heads, args.out, args.labels, args.threads))
     print("\n".join(report_lines(result)))
     return 0
