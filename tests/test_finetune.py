@@ -70,12 +70,28 @@ def test_keras_faceres_reproduces_onnx_on_real_faces(real_crops):
     assert np.abs(out["age_probs"] @ ages - ref[meta.age_output] @ ages).max() < 0.01
 
 
-def finetune(tmp_path, cache, arch: str, limit: int, separate: bool = False) -> dict:
+def finetune(tmp_path, cache, arch: str, limit: int, separate: bool = False, epochs: int = 1, init=None) -> dict:
     from training.finetune import FinetuneConfig, run
     from training.labels import DEFAULT_LABELS
 
-    cfg = FinetuneConfig(arch=arch, epochs=1, batch_size=16, limit=limit, split=True, separate_age_by_gender=separate, parity_faces=4)
-    return run(DEFAULT_LABELS, tmp_path / arch, cfg, cache=cache, faceres=FACERES, command="test")
+    cfg = FinetuneConfig(arch=arch, epochs=epochs, batch_size=16, limit=limit, split=True, separate_age_by_gender=separate, parity_faces=4)
+    out = tmp_path / (arch if init is None else arch + "-resumed")
+    return run(DEFAULT_LABELS, out, cfg, cache=cache, faceres=FACERES, command="test", init_weights=init)
+
+
+def test_training_batches_cover_every_row_once_and_mirror_about_half(real_crops):
+    from training.finetune import shuffled_batches, training_batch
+
+    rng = np.random.default_rng(0)
+    batches = shuffled_batches(10, 4, rng)
+    assert [len(b) for b in batches] == [4, 4, 2] and sorted(np.concatenate(batches).tolist()) == list(range(10))
+    crops = np.repeat(real_crops[:1], 200, axis=0)
+    x = training_batch(crops, np.arange(200), SPECS["faceres"], rng)
+    plain, mirrored = preprocess(real_crops[:1], SPECS["faceres"])[0], preprocess(real_crops[:1, :, ::-1], SPECS["faceres"])[0]
+    is_mirrored = np.array([np.array_equal(row, mirrored) for row in x])
+    assert all(np.array_equal(row, plain) for row in x[~is_mirrored])
+    assert 60 < is_mirrored.sum() < 140
+    assert np.array_equal(crops[0], real_crops[0])  # the training crops themselves are never flipped in place
 
 
 def check_runs(path, crops: np.ndarray, size: int) -> None:
@@ -102,7 +118,13 @@ def test_tiny_faceres_finetune_exports_a_working_model(tmp_path, cache, real_cro
     meta = read_metadata(report["out"])
     assert (meta.input_name, meta.input_size, meta.channel_order, meta.scale) == ("input_1", 224, "BGR", 1.0)
     assert meta.metrics["validation"]["n"] == report["validation_faces"]
+    assert report["metrics"]["validation_mirror_averaged"]["mirror_averaged"] is True
     check_runs(report["out"], real_crops, 224)
+    # every epoch leaves a checkpoint; exporting it with no more epochs gives the same model
+    checkpoint = tmp_path / "faceres" / "checkpoint.weights.h5"
+    resumed = finetune(tmp_path, cache, "faceres", 64, epochs=0, init=checkpoint)
+    assert resumed["metrics"]["validation"] == report["metrics"]["validation"]
+    assert "validation_before_training" not in resumed["metrics"]
 
 
 @needs_faceres

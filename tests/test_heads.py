@@ -313,10 +313,12 @@ def test_augmented_extraction_degrades_training_faces_only(data, tmp_path):
     assert bad.returncode == 2 and "unknown degradation fog" in bad.stderr
 
 
-@pytest.mark.parametrize("module", ["training.loso", "training.calibrate"])
-def test_missing_heads_or_features_are_one_line_errors(module, data, tmp_path):
-    out = ["--out", str(tmp_path / "out")] if module == "training.loso" else []
-    done = run_module(module, "--heads", str(tmp_path / "none"), "--features", str(data.features), *out, timeout=60)
+@pytest.mark.parametrize("command", [["training.loso"], ["training.calibrate"], ["training.heads", "score"], ["training.heads", "fit"]])
+def test_missing_heads_or_features_are_one_line_errors(command, data, tmp_path):
+    heads_option = "--params-from" if command[-1] == "fit" else "--heads"
+    out = ["--out", str(tmp_path / "out")] if command[-1] in ("training.loso", "fit") else []
+    done = run_module(*command, heads_option, str(tmp_path / "none"), "--features", str(data.features), *out, timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == f"error: no fitted heads in {tmp_path / 'none'} (no heads.json; write them with `python -m training.heads fit`)"
-    done = run_module(module, "--heads", str(fitted_heads("features")), "--features", str(tmp_path / "none.npz"), *out, timeout=60)
+    done = run_module(*command, heads_option, str(fitted_heads("features")), "--features", str(tmp_path / "none.npz"), *out, timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == f"error: no such features file: {tmp_path / 'none.npz'}"
+    assert not (tmp_path / "out").exists()

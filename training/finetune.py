@@ -20,14 +20,23 @@
   `training.bottlenecks.CropReader`), at the network's size and crop margin, cached as a
   uint8 npz under --cache so epochs and reruns never re-run the detector. Augmentation:
   horizontal flips only (the detector's crops are already aligned by its keypoints).
+  Batches are gathered from the one uint8 array (all 38,652 faces at 224 px are 5.8 GB).
+- Adam at --lr, decayed to 0 over the run by a cosine (`--schedule cosine`, default) or
+  held (`constant`). After every epoch the weights go to `DIR/checkpoint.weights.h5`
+  (and the epochs behind them to `DIR/checkpoint.json`), written whole before they
+  replace the last; `--init-weights FILE` starts from such a file, so a stopped run is
+  exported with `--epochs 0` or continued with more.
 - `--split`: train on the train split of `training.splits` and report validation
   metrics (training.metrics); without it every row trains and the metrics are on the
   training rows (labelled so).
 - The result, `DIR/model.onnx` (tf2onnx, opset 17, dynamic batch), carries the
   metadata of `realtime.metadata` (age_kind softmax, outputs `p_male`, `age_probs`,
-  `embedding`), so `run_camera.py --model DIR/model.onnx` runs it; before writing, TF
-  and ONNX Runtime are compared on real faces (export.parity). `DIR/report.json` holds
-  the metrics and the parity, `DIR/keras.weights.h5` the Keras weights.
+  `embedding`), so `run_camera.py --model DIR/model.onnx` runs it, and so
+  `training.bottlenecks --backbone DIR/model.onnx` takes features from it for the
+  LightGBM heads; before writing, TF and ONNX Runtime are compared on real faces
+  (export.parity). `DIR/report.json` holds the metrics (validation one view, and the
+  mean over each crop and its mirror as the fused default model does) and the parity,
+  `DIR/keras.weights.h5` the Keras weights.
 
 TensorFlow uses a GPU when it sees one; on a CPU it runs, slowly.
 """
@@ -50,6 +59,7 @@ from realtime.paths import BACKBONE_MODEL
 from training.keras_backbones import N_AGE_CLASSES, SPECS, KerasSpec
 
 ARCHES = ("faceres", "simple_cnn")
+SCHEDULES = ("cosine", "constant")
 DEFAULT_FACERES = BACKBONE_MODEL
 DEFAULT_CACHE = Path("cache/finetune")
 AGE_LOSS_SCALE = 0.1  # an age error of 10 years weighs as much as a BCE of 1 (chance is ~0.69)
@@ -62,6 +72,7 @@ class FinetuneConfig:
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 0.0  # 0: 1e-4 for pretrained faceres, 1e-3 from scratch
+    schedule: str = "cosine"  # "cosine" decays the rate to 0 over the run; "constant"
     separate_age_by_gender: bool = False
     limit: int | None = None
     split: bool = False
@@ -181,30 +192,24 @@ def export_outputs(raw: dict) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
-def make_dataset(crops: np.ndarray, male: np.ndarray, age: np.ndarray, spec: KerasSpec, batch: int, shuffle: bool, seed: int):
-    """tf.data over uint8 crops: (preprocessed image, male, age with 0 for unknown, known)."""
-    import tensorflow as tf
+def shuffled_batches(n: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of one epoch: a fresh permutation cut into batches (the last may be short)."""
+    order = rng.permutation(n)
+    return [order[start : start + batch] for start in range(0, n, batch)]
 
-    known = np.isfinite(age)
-    ds = tf.data.Dataset.from_tensor_slices(
-        (crops, male.astype(np.float32), np.where(known, age, 0).astype(np.float32), known.astype(np.float32))
-    )
-    if shuffle:
-        ds = ds.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
-    mean = tf.constant(spec.mean, tf.float32)
 
-    # plain TF ops and tf.cond: nothing for AutoGraph to convert (its gast parser fails on
-    # this function with the installed versions and warns)
-    @tf.autograph.experimental.do_not_convert
-    def prep(image, m, a, k):
-        x = tf.cast(image, tf.float32)
-        if shuffle:  # training: mirror half the faces
-            x = tf.cond(tf.random.uniform(()) < 0.5, lambda: tf.reverse(x, axis=[1]), lambda: x)
-        if spec.channel_order == "RGB":
-            x = tf.reverse(x, axis=[-1])
-        return (x - mean) * spec.scale, m, a, k
+def training_batch(crops: np.ndarray, index: np.ndarray, spec: KerasSpec, rng: np.random.Generator) -> np.ndarray:
+    """Preprocessed crops of rows `index`, half of them mirrored (the detector's crops are
+    already aligned by its keypoints, so a mirror is the one augmentation that is free).
 
-    return ds.map(prep, num_parallel_calls=2).batch(batch).prefetch(2)
+    Gathering per batch from the uint8 array keeps memory at one copy of the crops: a
+    tf.data pipeline over 30,000 crops held two more (its tensor and its shuffle buffer)."""
+    from training.keras_backbones import preprocess
+
+    x = crops[index]
+    flip = rng.random(len(x)) < 0.5
+    x[flip] = x[flip, :, ::-1]
+    return preprocess(x, spec)
 
 
 def expected_age(probs):
@@ -236,14 +241,34 @@ class EpochLog:
     seconds: float
 
 
-def train(model, dataset, cfg: FinetuneConfig) -> list[EpochLog]:
+def learning_rate(cfg: FinetuneConfig, steps: int):
+    """Adam's rate: cosine decay from cfg.lr() to 0 over the run, or constant."""
+    import keras
+
+    if cfg.schedule == "cosine" and steps > 0:
+        return keras.optimizers.schedules.CosineDecay(cfg.lr(), decay_steps=steps)
+    return cfg.lr()
+
+
+def train(model, crops: np.ndarray, targets: tuple[np.ndarray, np.ndarray], spec: KerasSpec, cfg: FinetuneConfig,
+          checkpoint: Path | None = None) -> list[EpochLog]:
+    """Train on uint8 crops with targets (male, age with NaN unknown); after every epoch
+    the weights go to `checkpoint` (atomically), so a stopped run keeps its last epoch."""
     import keras
     import tensorflow as tf
 
-    optimizer = keras.optimizers.Adam(cfg.lr())
+    male, age = targets
+    known = np.isfinite(age)
+    age0 = np.where(known, age, 0).astype(np.float32)
+    steps_per_epoch = -(-len(crops) // cfg.batch_size)
+    optimizer = keras.optimizers.Adam(learning_rate(cfg, steps_per_epoch * cfg.epochs))
     weights = model.trainable_variables
+    rng = np.random.default_rng(cfg.seed)
 
-    @tf.function
+    # nothing for AutoGraph to convert (no Python control flow); its parser fails on this
+    # closure with the installed versions and warns
+    @tf.function(reduce_retracing=True)
+    @tf.autograph.experimental.do_not_convert
     def step(x, male, age, known):
         with tf.GradientTape() as tape:
             out = model(x, training=True)
@@ -255,39 +280,75 @@ def train(model, dataset, cfg: FinetuneConfig) -> list[EpochLog]:
     history = []
     for epoch in range(1, cfg.epochs + 1):
         t0, sums, n = time.perf_counter(), np.zeros(2), 0
-        for x, male, age, known in dataset:
-            bce, l1 = step(x, male, age, known)
+        for index in shuffled_batches(len(crops), cfg.batch_size, rng):
+            x = training_batch(crops, index, spec, rng)
+            bce, l1 = step(x, male[index].astype(np.float32), age0[index], known[index].astype(np.float32))
             sums += [float(bce), float(l1)]
             n += 1
+            if n % 100 == 0:
+                print(f"[train] epoch {epoch}: {n}/{steps_per_epoch} batches, {time.perf_counter() - t0:.0f} s", flush=True)
         log = EpochLog(epoch, sums[0] / max(n, 1), sums[1] / max(n, 1), round(time.perf_counter() - t0, 1))
         history.append(log)
         print(f"[train] epoch {epoch}/{cfg.epochs}: gender BCE {log.gender_bce:.4f}, age L1 {log.age_l1:.2f} y, {log.seconds:.0f} s", flush=True)
+        if checkpoint is not None:
+            save_checkpoint(model, checkpoint, history)
     return history
 
 
-def predict(model, crops: np.ndarray, spec: KerasSpec, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """P(male) and expected age for uint8 crops, as the exported model computes them."""
+def save_checkpoint(model, path: Path, history: list[EpochLog]) -> None:
+    """Weights and the epochs behind them, each written whole before it replaces the last."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("partial-" + path.name)  # Keras insists on the .weights.h5 suffix
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
+    log = path.with_name(path.name.replace(".weights.h5", ".json"))
+    log.with_suffix(".tmp").write_text(json.dumps([asdict(h) for h in history], indent=2))
+    os.replace(log.with_suffix(".tmp"), log)
+
+
+def predict(model, crops: np.ndarray, spec: KerasSpec, batch: int = 64, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """P(male) and expected age for uint8 crops, as the exported model computes them;
+    with `flip`, the mean over each crop and its mirror (of the gender logit and the
+    age), as the fused LightGBM model averages its features."""
+    from training.backbones import gender_logit, mirror
     from training.keras_backbones import preprocess
+
+    def one_pass(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = model(preprocess(images, spec), training=False)
+        probs = np.asarray(out["age_probs"], np.float64)
+        return np.asarray(out["p_male"]).reshape(-1), probs @ np.arange(probs.shape[1]) / probs.sum(1)
 
     p_parts, age_parts = [], []
     for start in range(0, len(crops), batch):
-        out = model(preprocess(crops[start : start + batch], spec), training=False)
-        p_parts.append(np.asarray(out["p_male"]).reshape(-1))
-        probs = np.asarray(out["age_probs"], np.float64)
-        age_parts.append(probs @ np.arange(probs.shape[1]) / probs.sum(1))
+        part = crops[start : start + batch]
+        p, age = one_pass(part)
+        if flip:
+            p_m, age_m = one_pass(mirror(part))
+            p = 1 / (1 + np.exp(-(gender_logit(p) + gender_logit(p_m)) / 2))
+            age = (age + age_m) / 2
+        p_parts.append(p)
+        age_parts.append(age)
     return np.concatenate(p_parts), np.concatenate(age_parts)
 
 
-def evaluate(model, crops: CropSet, labels, spec: KerasSpec) -> dict[str, Any]:
+def evaluate(model, crops: CropSet, labels, spec: KerasSpec, flip: bool = False) -> dict[str, Any]:
     from training.metrics import age_metrics, gender_metrics
 
-    p_male, age = predict(model, crops.crops, spec)
+    p_male, age = predict(model, crops.crops, spec, flip=flip)
     rows = labels.align(crops.files)
     gender = gender_metrics(rows.male, p_male)
     ages = age_metrics(rows.age, age, {"source": rows.source})
+    by_source = {
+        source: round(float(np.mean((p_male[rows.source == source] >= 0.5) == rows.male[rows.source == source])), 4)
+        for source in np.unique(rows.source)
+    }
     return {
         "n": int(len(rows)),
+        "mirror_averaged": flip,
         "gender_accuracy": gender["accuracy"],
+        "gender_by_source": by_source,
         "gender_roc_auc": gender["roc_auc"],
         "age_mae": ages["mae"],
         "age_by_source": {k: v["mae"] for k, v in ages["by_group"].get("source", {}).items()},
@@ -313,7 +374,7 @@ def metadata(cfg: FinetuneConfig, spec: KerasSpec, input_name: str, metrics: dic
         embedding_output="embedding",
         license=("faceres backbone: MIT (models/LICENSE.faceres); " if cfg.arch == "faceres" else "")
         + "fine-tuned on UTKFace (non-commercial research use only) and IMDB-WIKI wiki_crop portraits: research use",
-        provenance=f"training.finetune {cfg.arch} from {start}{separate}, {cfg.epochs} epochs, Adam lr {cfg.lr():g}, "
+        provenance=f"training.finetune {cfg.arch} from {start}{separate}, {cfg.epochs} epochs, Adam lr {cfg.lr():g} ({cfg.schedule}), "
         f"batch {cfg.batch_size}; `{command}`; tf2onnx opset 17",
         training_data=f"{labels_path.name} ({n_train} faces{', train split seed %d' % cfg.split_seed if cfg.split else ''}); "
         "crops by the live detector and training.facecrops",
@@ -355,6 +416,8 @@ def check_run(labels_path: Path, cfg: FinetuneConfig, faceres: Path) -> KerasSpe
         raise SystemExit(f"labels file not found: {labels_path}")
     if cfg.epochs < 0 or cfg.batch_size < 1:
         raise SystemExit("--epochs must be >= 0 and --batch >= 1")
+    if cfg.schedule not in SCHEDULES:
+        raise SystemExit(f"unknown schedule {cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     spec = SPECS[cfg.arch] if cfg.arch in ARCHES else None
     if spec is None:
         raise SystemExit(f"unknown --arch {cfg.arch!r}: choose one of {', '.join(ARCHES)}")
@@ -390,14 +453,19 @@ def checked_onnx(model, spec: KerasSpec, meta, cfg: FinetuneConfig, metrics: dic
     return proto
 
 
-def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT_CACHE, faceres: Path = DEFAULT_FACERES, command: str = "") -> dict[str, Any]:
-    """Fine-tune, measure, check and write out/model.onnx, keras.weights.h5 and report.json."""
+def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT_CACHE, faceres: Path = DEFAULT_FACERES,
+        command: str = "", init_weights: Path | None = None) -> dict[str, Any]:
+    """Fine-tune, measure, check and write out/model.onnx, keras.weights.h5 and report.json;
+    `init_weights` (Keras weights of the same architecture, a checkpoint say) replaces the
+    starting point, to go on from a stopped run or to export one with no more epochs."""
     import onnx
     import tensorflow as tf
 
     from export.metadata import write_metadata
 
     spec = check_run(labels_path, cfg, faceres)
+    if init_weights is not None and not init_weights.is_file():
+        raise SystemExit(f"weights file not found: {init_weights}")
     t0 = time.perf_counter()
     print(f"[device] TensorFlow sees {[d.name for d in tf.config.list_physical_devices('GPU')] or 'no GPU: training on the CPU'}", flush=True)
     labels = read_labels(labels_path)
@@ -408,14 +476,18 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
     val_crops = load_crops(labels, val_rows, spec, cache) if len(val_rows) else None
 
     model = build_model(cfg.arch, cfg.separate_age_by_gender, faceres, cfg.seed)
+    if init_weights is not None:
+        model.load_weights(str(init_weights))
     metrics: dict[str, Any] = {}
-    if val_crops is not None and cfg.arch == "faceres":
+    if val_crops is not None and cfg.arch == "faceres" and init_weights is None:
         # the pretrained starting point on the same rows: what the fine-tune has to beat
         record_metrics(metrics, "validation_before_training", evaluate(model, val_crops, labels, spec), "validation before training")
     rows = labels.subset(train_rows)
-    history = train(model, make_dataset(train_crops.crops, rows.male, rows.age, spec, cfg.batch_size, True, cfg.seed), cfg)
+    history = train(model, train_crops.crops, (rows.male, rows.age), spec, cfg, out / "checkpoint.weights.h5")
     if val_crops is not None:
         record_metrics(metrics, "validation", evaluate(model, val_crops, labels, spec), "validation")
+        record_metrics(metrics, "validation_mirror_averaged", evaluate(model, val_crops, labels, spec, flip=True),
+                       "validation, mean over each crop and its mirror")
         metrics["validation_split"] = {"seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
     else:
         record_metrics(metrics, "train", evaluate(model, train_crops, labels, spec), "training rows (no --split)")
@@ -429,6 +501,7 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
     report = {
         "out": str(out / "model.onnx"),
         "config": asdict(cfg),
+        "init_weights": str(init_weights) if init_weights else None,
         "train_faces": int(len(train_rows)),
         "validation_faces": int(len(val_rows)),
         "history": [asdict(h) for h in history],
@@ -450,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
     parser.add_argument("--batch", type=int, default=FinetuneConfig.batch_size)
     parser.add_argument("--lr", type=float, default=0.0, help="Adam learning rate (default 1e-4 for faceres, 1e-3 for simple_cnn)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=FinetuneConfig.schedule, help="learning-rate schedule over the run (default: %(default)s)")
+    parser.add_argument("--init-weights", type=Path, default=None, help="start from these Keras weights (a run's checkpoint.weights.h5 or keras.weights.h5)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N faces of a fixed shuffle")
     parser.add_argument("--separate-age-by-gender", action="store_true", help="one age head per gender, mixed by P(male)")
     parser.add_argument("--split", action="store_true", help="train on the train split only and report validation metrics")
@@ -465,12 +540,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--limit must be positive")
     limit_threads(args.threads)
     cfg = FinetuneConfig(
-        arch=args.arch, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
+        arch=args.arch, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr, schedule=args.schedule,
         separate_age_by_gender=args.separate_age_by_gender, limit=args.limit, split=args.split,
         split_seed=args.split_seed, val_fraction=args.val_fraction, seed=args.seed, parity_faces=args.parity_faces,
     )
     command = "python -m training.finetune " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    report = run(args.labels, args.out, cfg, args.cache, args.faceres, command)
+    report = run(args.labels, args.out, cfg, args.cache, args.faceres, command, args.init_weights)
     print(json.dumps({k: report[k] for k in ("out", "train_faces", "validation_faces", "metrics", "seconds")}, indent=2))
     return 0
 

@@ -795,6 +795,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--table", action="store_true", help="also print tables by source, gender, decade, race")
     s.add_argument("--detail", action="store_true", help="include the per-group breakdown in the JSON")
     args = parser.parse_args(argv)
+    if args.command == "score":
+        problem = missing_fit(args.heads, args.features)
+    elif args.params_from:
+        problem = missing_fit(Path(args.params_from), args.features)
+    else:
+        problem = "" if args.features.is_file() else f"no such features file: {args.features}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     if args.command == "fit":
         cfg = FitConfig(
