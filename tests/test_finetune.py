@@ -125,6 +125,8 @@ def test_tiny_faceres_finetune_exports_a_working_model(tmp_path, cache, real_cro
     resumed = finetune(tmp_path, cache, "faceres", 64, epochs=0, init=checkpoint)
     assert resumed["metrics"]["validation"] == report["metrics"]["validation"]
     assert "validation_before_training" not in resumed["metrics"]
+    assert [h["epoch"] for h in resumed["history"]] == [1]  # the checkpoint's epoch, carried over
+    assert "1 epochs" in read_metadata(resumed["out"]).provenance
 
 
 @needs_faceres

@@ -24,8 +24,9 @@
 - Adam at --lr, decayed to 0 over the run by a cosine (`--schedule cosine`, default) or
   held (`constant`). After every epoch the weights go to `DIR/checkpoint.weights.h5`
   (and the epochs behind them to `DIR/checkpoint.json`), written whole before they
-  replace the last; `--init-weights FILE` starts from such a file, so a stopped run is
-  exported with `--epochs 0` or continued with more.
+  replace the last; `--init-weights FILE` starts from such a file (its epochs are
+  carried into the report and the metadata), so a stopped run is exported with
+  `--epochs 0` or continued with more (with a fresh optimizer and schedule).
 - `--split`: train on the train split of `training.splits` and report validation
   metrics (training.metrics); without it every row trains and the metrics are on the
   training rows (labelled so).
@@ -251,9 +252,11 @@ def learning_rate(cfg: FinetuneConfig, steps: int):
 
 
 def train(model, crops: np.ndarray, targets: tuple[np.ndarray, np.ndarray], spec: KerasSpec, cfg: FinetuneConfig,
-          checkpoint: Path | None = None) -> list[EpochLog]:
+          checkpoint: Path | None = None, prior: tuple[EpochLog, ...] = ()) -> list[EpochLog]:
     """Train on uint8 crops with targets (male, age with NaN unknown); after every epoch
-    the weights go to `checkpoint` (atomically), so a stopped run keeps its last epoch."""
+    the weights go to `checkpoint` (atomically) with the epochs behind them (`prior`, the
+    epochs of the weights it started from, then this run's), so a stopped run keeps its
+    last epoch."""
     import keras
     import tensorflow as tf
 
@@ -278,7 +281,7 @@ def train(model, crops: np.ndarray, targets: tuple[np.ndarray, np.ndarray], spec
         return bce, l1
 
     history = []
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(len(prior) + 1, len(prior) + cfg.epochs + 1):
         t0, sums, n = time.perf_counter(), np.zeros(2), 0
         for index in shuffled_batches(len(crops), cfg.batch_size, rng):
             x = training_batch(crops, index, spec, rng)
@@ -289,10 +292,15 @@ def train(model, crops: np.ndarray, targets: tuple[np.ndarray, np.ndarray], spec
                 print(f"[train] epoch {epoch}: {n}/{steps_per_epoch} batches, {time.perf_counter() - t0:.0f} s", flush=True)
         log = EpochLog(epoch, sums[0] / max(n, 1), sums[1] / max(n, 1), round(time.perf_counter() - t0, 1))
         history.append(log)
-        print(f"[train] epoch {epoch}/{cfg.epochs}: gender BCE {log.gender_bce:.4f}, age L1 {log.age_l1:.2f} y, {log.seconds:.0f} s", flush=True)
+        print(f"[train] epoch {epoch}/{len(prior) + cfg.epochs}: gender BCE {log.gender_bce:.4f}, age L1 {log.age_l1:.2f} y, {log.seconds:.0f} s", flush=True)
         if checkpoint is not None:
-            save_checkpoint(model, checkpoint, history)
+            save_checkpoint(model, checkpoint, [*prior, *history])
     return history
+
+
+def epochs_path(weights: Path) -> Path:
+    """checkpoint.weights.h5 -> checkpoint.json: where the epochs behind the weights are kept."""
+    return weights.with_name(weights.name.replace(".weights.h5", "") + ".json")
 
 
 def save_checkpoint(model, path: Path, history: list[EpochLog]) -> None:
@@ -303,9 +311,16 @@ def save_checkpoint(model, path: Path, history: list[EpochLog]) -> None:
     tmp = path.with_name("partial-" + path.name)  # Keras insists on the .weights.h5 suffix
     model.save_weights(str(tmp))
     os.replace(tmp, path)
-    log = path.with_name(path.name.replace(".weights.h5", ".json"))
+    log = epochs_path(path)
     log.with_suffix(".tmp").write_text(json.dumps([asdict(h) for h in history], indent=2))
     os.replace(log.with_suffix(".tmp"), log)
+
+
+def prior_epochs(weights: Path | None) -> tuple[EpochLog, ...]:
+    """The epochs recorded beside starting weights; none for weights without a record."""
+    if weights is None or not epochs_path(weights).is_file():
+        return ()
+    return tuple(EpochLog(**e) for e in json.loads(epochs_path(weights).read_text()))
 
 
 def predict(model, crops: np.ndarray, spec: KerasSpec, batch: int = 64, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -358,7 +373,8 @@ def evaluate(model, crops: CropSet, labels, spec: KerasSpec, flip: bool = False)
 # ----------------------------------------------------------------------------- export
 
 
-def metadata(cfg: FinetuneConfig, spec: KerasSpec, input_name: str, metrics: dict, command: str, labels_path: Path, n_train: int):
+def metadata(cfg: FinetuneConfig, spec: KerasSpec, input_name: str, metrics: dict, command: str, labels_path: Path, n_train: int,
+             prior: tuple[EpochLog, ...] = ()):
     from realtime.metadata import ModelMetadata
 
     separate = " with separate male/female age heads mixed by P(male)" if cfg.separate_age_by_gender else ""
@@ -374,7 +390,7 @@ def metadata(cfg: FinetuneConfig, spec: KerasSpec, input_name: str, metrics: dic
         embedding_output="embedding",
         license=("faceres backbone: MIT (models/LICENSE.faceres); " if cfg.arch == "faceres" else "")
         + "fine-tuned on UTKFace (non-commercial research use only) and IMDB-WIKI wiki_crop portraits: research use",
-        provenance=f"training.finetune {cfg.arch} from {start}{separate}, {cfg.epochs} epochs, Adam lr {cfg.lr():g} ({cfg.schedule}), "
+        provenance=f"training.finetune {cfg.arch} from {start}{separate}, {len(prior) + cfg.epochs} epochs, Adam lr {cfg.lr():g} ({cfg.schedule}), "
         f"batch {cfg.batch_size}; `{command}`; tf2onnx opset 17",
         training_data=f"{labels_path.name} ({n_train} faces{', train split seed %d' % cfg.split_seed if cfg.split else ''}); "
         "crops by the live detector and training.facecrops",
@@ -483,7 +499,8 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
         # the pretrained starting point on the same rows: what the fine-tune has to beat
         record_metrics(metrics, "validation_before_training", evaluate(model, val_crops, labels, spec), "validation before training")
     rows = labels.subset(train_rows)
-    history = train(model, train_crops.crops, (rows.male, rows.age), spec, cfg, out / "checkpoint.weights.h5")
+    prior = prior_epochs(init_weights)
+    history = train(model, train_crops.crops, (rows.male, rows.age), spec, cfg, out / "checkpoint.weights.h5", prior)
     if val_crops is not None:
         record_metrics(metrics, "validation", evaluate(model, val_crops, labels, spec), "validation")
         record_metrics(metrics, "validation_mirror_averaged", evaluate(model, val_crops, labels, spec, flip=True),
@@ -492,7 +509,7 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
     else:
         record_metrics(metrics, "train", evaluate(model, train_crops, labels, spec), "training rows (no --split)")
 
-    meta = metadata(cfg, spec, model.inputs[0].name, metrics, command or "training.finetune", labels_path, len(train_rows))
+    meta = metadata(cfg, spec, model.inputs[0].name, metrics, command or "training.finetune", labels_path, len(train_rows), prior)
     proto = checked_onnx(model, spec, meta, cfg, metrics)
     write_metadata(proto, meta)
     out.mkdir(parents=True, exist_ok=True)
@@ -504,7 +521,7 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
         "init_weights": str(init_weights) if init_weights else None,
         "train_faces": int(len(train_rows)),
         "validation_faces": int(len(val_rows)),
-        "history": [asdict(h) for h in history],
+        "history": [asdict(h) for h in (*prior, *history)],
         "metrics": metrics,
         "seconds": round(time.perf_counter() - t0, 1),
     }
