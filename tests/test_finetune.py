@@ -158,3 +158,17 @@ def test_missing_labels_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path), "--labels", str(tmp_path / "missing.csv")])
     assert "labels file not found" in str(exc.value)
+
+
+def test_train_source_keeps_that_source_for_training_and_every_source_for_validation():
+    from training.finetune import FinetuneConfig, select_rows
+    from training.labels import load_labels
+
+    labels = load_labels(FACES / "labels.csv")
+    all_train, all_val = select_rows(labels, FinetuneConfig(split=True))
+    wiki_train, wiki_val = select_rows(labels, FinetuneConfig(split=True, train_sources=("wiki",)))
+    assert set(labels.source[wiki_train]) == {"wiki"}
+    assert np.array_equal(wiki_train, all_train[labels.source[all_train] == "wiki"])
+    assert np.array_equal(wiki_val, all_val) and set(labels.source[wiki_val]) == {"wiki", "utkface"}
+    with pytest.raises(SystemExit, match="'imdb' is not a source"):
+        select_rows(labels, FinetuneConfig(split=True, train_sources=("imdb",)))

@@ -1,7 +1,7 @@
 """Fine-tune the face backbone end to end with age and gender heads (prototype 2), export ONNX.
 
     python -m training.finetune --labels ../shared/data/faces/labels.csv --out DIR \\
-        [--arch faceres|simple_cnn] [--epochs N] [--limit N] [--separate-age-by-gender] [--split]
+        [--arch faceres|simple_cnn] [--epochs N] [--limit N] [--train-source SOURCE] [--separate-age-by-gender] [--split]
 
 - `--arch faceres` (default): the Keras MobileNet of `training.keras_backbones` with the
   pretrained weights of models/faceres.onnx, its pretrained `feats` layer and heads
@@ -76,6 +76,7 @@ class FinetuneConfig:
     schedule: str = "cosine"  # "cosine" decays the rate to 0 over the run; "constant"
     separate_age_by_gender: bool = False
     limit: int | None = None
+    train_sources: tuple[str, ...] = ()  # empty: every source; else train on these only (validation keeps all)
     split: bool = False
     split_seed: int = 0
     val_fraction: float = 0.2
@@ -392,7 +393,8 @@ def metadata(cfg: FinetuneConfig, spec: KerasSpec, input_name: str, metrics: dic
         + "fine-tuned on UTKFace (non-commercial research use only) and IMDB-WIKI wiki_crop portraits: research use",
         provenance=f"training.finetune {cfg.arch} from {start}{separate}, {len(prior) + cfg.epochs} epochs, Adam lr {cfg.lr():g} ({cfg.schedule}), "
         f"batch {cfg.batch_size}; `{command}`; tf2onnx opset 17",
-        training_data=f"{labels_path.name} ({n_train} faces{', train split seed %d' % cfg.split_seed if cfg.split else ''}); "
+        training_data=f"{labels_path.name} ({n_train} faces{', train split seed %d' % cfg.split_seed if cfg.split else ''}"
+        f"{', sources: ' + ', '.join(cfg.train_sources) if cfg.train_sources else ''}); "
         "crops by the live detector and training.facecrops",
         metrics=metrics,
     )
@@ -412,7 +414,9 @@ def parity(model, proto, meta, n_faces: int) -> dict[str, Any]:
 
 
 def select_rows(labels, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, validation rows) of labels: a fixed shuffle cut to --limit, then split."""
+    """(train rows, validation rows) of labels: a fixed shuffle cut to --limit, then split;
+    --train-source keeps the training rows of those sources and every source's validation
+    rows, so a source the network never saw is scored beside the ones it did."""
     from training.bottlenecks import processing_order
     from training.splits import validation_mask
 
@@ -420,10 +424,19 @@ def select_rows(labels, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
     if cfg.limit is not None:
         order = order[: cfg.limit]
     order = np.sort(order)
+    if cfg.train_sources:
+        unknown = sorted(set(cfg.train_sources) - set(np.unique(labels.source).tolist()))
+        if unknown:
+            raise SystemExit(f"--train-source {unknown[0]!r} is not a source of the labels "
+                             f"(they have: {', '.join(sorted(np.unique(labels.source).tolist()))})")
     if not cfg.split:
-        return order, np.zeros(0, np.int64)
+        return source_rows(labels, order, cfg.train_sources), np.zeros(0, np.int64)
     val = validation_mask(labels, cfg.split_seed, cfg.val_fraction)
-    return order[~val[order]], order[val[order]]
+    return source_rows(labels, order[~val[order]], cfg.train_sources), order[val[order]]
+
+
+def source_rows(labels, rows: np.ndarray, sources: tuple[str, ...]) -> np.ndarray:
+    return rows[np.isin(labels.source[rows], sources)] if sources else rows
 
 
 def check_run(labels_path: Path, cfg: FinetuneConfig, faceres: Path) -> KerasSpec:
@@ -487,7 +500,7 @@ def run(labels_path: Path, out: Path, cfg: FinetuneConfig, cache: Path = DEFAULT
     labels = read_labels(labels_path)
     train_rows, val_rows = select_rows(labels, cfg)
     if len(train_rows) == 0:
-        raise SystemExit("no training rows selected (check --limit and --split)")
+        raise SystemExit("no training rows selected (check --limit, --train-source and --split)")
     train_crops = load_crops(labels, train_rows, spec, cache)
     val_crops = load_crops(labels, val_rows, spec, cache) if len(val_rows) else None
 
@@ -544,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-weights", type=Path, default=None, help="start from these Keras weights (a run's checkpoint.weights.h5 or keras.weights.h5)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N faces of a fixed shuffle")
     parser.add_argument("--separate-age-by-gender", action="store_true", help="one age head per gender, mixed by P(male)")
+    parser.add_argument("--train-source", action="append", default=[], metavar="SOURCE",
+                        help="train on this source's faces only (repeatable; validation still scores every source)")
     parser.add_argument("--split", action="store_true", help="train on the train split only and report validation metrics")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -559,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FinetuneConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr, schedule=args.schedule,
         separate_age_by_gender=args.separate_age_by_gender, limit=args.limit, split=args.split,
+        train_sources=tuple(args.train_source),
         split_seed=args.split_seed, val_fraction=args.val_fraction, seed=args.seed, parity_faces=args.parity_faces,
     )
     command = "python -m training.finetune " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
