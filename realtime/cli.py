@@ -112,14 +112,19 @@ def run_main(
     from .shutdown import Shutdown
 
     with Shutdown() as shutdown:
+        def interrupted() -> str:
+            return f"interrupted by {shutdown.signal_name or 'SIGINT'}"
+
         try:
             args = make_parser().parse_args(argv)
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
-        from rich.console import Console
+            from rich.console import Console
 
-        console = Console(stderr=True)
-        return run_command(lambda: work(args, console), interrupted=lambda: f"interrupted by {shutdown.signal_name or 'SIGINT'}")
+            console = Console(stderr=True)
+        except KeyboardInterrupt:
+            # a stop this early (the parser's imports, rich's) is said in one line like one mid-run
+            print(interrupted(), file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return run_command(lambda: work(args, console), interrupted=interrupted)
 
 
 def run_command(work: Callable[[], int], interrupted: Callable[[], str] = lambda: "interrupted") -> int:

@@ -6,7 +6,9 @@
   `grace_s`: a frame that takes longer (a huge tiled scan, a stuck engine) is abandoned
   unrecorded and the run flushes what is complete.
 - A second signal exits at once (exit 130): JSON lines are flushed line by line, so
-  what they hold stays valid; the video and summary may be missing.
+  what they hold stays valid; the video and summary may be missing. "At once" holds even
+  while the main thread is inside a long native call (Python runs its handlers only
+  between bytecodes): the signal also reaches a watcher thread through the wakeup fd.
 - Should the stop itself hang (a call into native code that never returns), the
   process exits `hard_s` after the first signal all the same.
 
@@ -48,6 +50,10 @@ class Shutdown:
         self._busy = False
         self._previous: dict[int, object] = {}
         self._watchdog: threading.Timer | None = None
+        self._wakeup: tuple[int, int] | None = None  # (read, write) ends of the wakeup pipe
+        self._previous_wakeup = -1
+        self._seen = 0  # stop signals counted by the watcher thread
+        self._exiting = threading.Lock()
 
     @classmethod
     def create_from_options(cls, options: ShutdownOptions) -> "Shutdown":
@@ -63,8 +69,31 @@ class Shutdown:
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         signal.signal(signal.SIGALRM, self._grace_over)
+        self._watch_wakeup_fd()
         Shutdown._active = self
         return self
+
+    def _watch_wakeup_fd(self) -> None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)  # the C-level handler must never block on it
+        self._previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        self._wakeup = (read_end, write_end)
+        threading.Thread(target=self._watch, args=(read_end,), name="second-signal", daemon=True).start()
+
+    def _watch(self, read_end: int) -> None:
+        # a blocking read releases the GIL, so this runs while the main thread is in
+        # OpenCV or ONNX Runtime; the first stop is the main thread's to handle
+        try:
+            while data := os.read(read_end, 64):
+                for signum in data:
+                    if signum in STOP_SIGNALS:
+                        self._seen += 1
+                        if self._seen >= 2:
+                            self._exit_now(signum)
+        except OSError:
+            pass
+        finally:
+            os.close(read_end)
 
     def close(self) -> None:
         """Restores the handlers found at install; the watchdog, if armed, is stopped."""
@@ -77,6 +106,10 @@ class Shutdown:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.close(self._wakeup[1])  # the watcher reads end-of-file and closes its end
+            self._wakeup = None
         Shutdown._active = None
 
     def __enter__(self) -> "Shutdown":
@@ -110,6 +143,8 @@ class Shutdown:
         self._watchdog.start()
 
     def _exit_now(self, signum: int | None) -> None:
+        if not self._exiting.acquire(blocking=False):
+            return  # another thread is already exiting: one message, one exit
         why = f"second {signal.Signals(signum).name}" if signum else f"still stopping {self.options.hard_s:g} s after {self.signal_name}"
         try:
             os.write(sys.stderr.fileno(), f"{why}: exiting now\n".encode())
