@@ -425,7 +425,7 @@ def fused_metadata(backbone_meta: ModelMetadata, heads, metrics: dict, command: 
             f"backbone {backbone_meta.name} {backbone_meta.version} ({backbone_path.name}, sha256 {backbone_sha[:16]}); "
             f"{backbone_meta.provenance + '; ' if backbone_meta.provenance else ''}"
             f"heads: LightGBM {record.lightgbm_version} gender classifier + age regressor, {record.mode} mode, "
-            f"on {record.feature_spec.description}{flip}, Optuna search + {record.folds}-fold CV, "
+            f"on {record.feature_spec.description}{flip}, {record.tuning()}, "
             f"fitted by `{record.command}` at git {record.git_commit}; "
             f"fused by `{command}` at git {git_commit()}; {AGE_CLIP_NOTE}"
         ),

@@ -9,13 +9,14 @@ fitted on shuffled labels (the same faces) must not.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from tests.heads_data import backbone_path, feature_set, fitted_heads, run_module
 from training.bottlenecks import load_features
-from training.heads import FitConfig, Heads, fit, fold_ids, score
+from training.heads import FitConfig, Heads, HeadsRecord, fit, fold_ids, score
 from training.labels import load_labels
 from training.splits import split_for_files, strata, validation_mask
 
@@ -130,6 +131,27 @@ def test_fit_cli_writes_boosters_and_cv(data):
     assert info["feature_spec"]["flip"] is True
 
 
+def test_fit_reuses_hyperparameters_and_rounds_from_a_kept_record(data, tmp_path):
+    # the CPU model's recipe refits heads with the default's record from docs/, kept under another name
+    record = tmp_path / "heads-kept.json"
+    shutil.copy(fitted_heads("features") / "heads.json", record)
+    kept = json.loads(record.read_text())
+    out = tmp_path / "refit"
+    done = run_module("training.heads", "fit", "--features", str(data.features), "--labels", str(data.labels), "--out", str(out),
+                      "--split", "--params-from", str(record), "--reuse-rounds", "--features-key", "features_noflip", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    info = json.loads((out / "heads.json").read_text())
+    for task in ("gender", "age"):
+        assert info[task]["num_boost_round"] == kept[task]["num_boost_round"]
+        assert info[task]["search"]["params_from"] == str(record)
+        assert {k: v for k, v in info[task]["params"].items() if k not in ("num_threads", "seed")} == \
+            {k: v for k, v in kept[task]["params"].items() if k not in ("num_threads", "seed")}
+    assert info["feature_spec"]["flip"] is False  # refitted on the other rows, not copied
+    # what the exported model's provenance says of the choice
+    assert HeadsRecord.from_json(info).tuning() == f"hyperparameters and round counts of {record} (no search, no CV)"
+    assert HeadsRecord.from_json(kept).tuning() == "Optuna search + 3-fold CV"
+
+
 def test_score_cli_prints_json_by_source(data):
     heads_dir = fitted_heads("features")
     done = run_module("training.heads", "score", "--heads", str(heads_dir), "--features", str(data.features),
@@ -220,8 +242,6 @@ def test_heads_predict_checks_feature_width(data):
 
 
 def test_calibrate_cli_fits_on_out_of_fold_predictions(data, tmp_path):
-    import shutil
-
     from training.calibrate import load_calibration
 
     heads_dir = tmp_path / "heads"

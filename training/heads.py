@@ -81,7 +81,7 @@ class FitConfig:
     split_seed: int = DEFAULT_SEED
     val_fraction: float = DEFAULT_VAL_FRACTION
     features_key: str = "features"
-    params_from: str = ""  # heads folder whose hyperparameters to reuse instead of searching
+    params_from: str = ""  # heads folder (or heads.json file) whose hyperparameters to reuse instead of searching
     # with params_from: also its round counts, without CV (refits those heads on these rows)
     reuse_rounds: bool = False
 
@@ -365,9 +365,15 @@ def missing_fit(heads_dir: Path, features: Path) -> str:
     return ""
 
 
+def heads_record(path: Path) -> Path:
+    """The heads.json of a heads folder, or `path` itself when it names such a file: a fit
+    kept in docs/ under another name can lend its hyperparameters."""
+    return path if path.is_file() else path / HEADS_JSON
+
+
 def reuse_params(heads_dir: Path, task: Task, cfg: FitConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Another fit's hyperparameters for this task (threads and seed from this config)."""
-    info = json.loads((heads_dir / HEADS_JSON).read_text())[task.name]
+    info = json.loads(heads_record(heads_dir).read_text())[task.name]
     params = recorded_params(info, task, cfg)
     search = info["search"]
     summary = {
@@ -610,6 +616,8 @@ class HeadsRecord:
     init_columns: dict[str, int]  # task -> feature column of its init score (residual mode)
     split: SplitRecord
     folds: int  # CV folds asked for
+    params_from: str  # the fit whose hyperparameters were reused, "" after a search
+    reuse_rounds: bool  # with params_from: its round counts too, no CV
     command: str
     git_commit: str
     lightgbm_version: str
@@ -628,12 +636,22 @@ class HeadsRecord:
             init_columns={k: int(v) for k, v in (info.get("init_columns") or {}).items() if v is not None},
             split=SplitRecord(True, split["seed"], split["val_fraction"]) if split.get("used") else SplitRecord(False),
             folds=int(info.get("config", {}).get("folds", FitConfig.folds)),
+            params_from=str(info.get("config", {}).get("params_from", "")),
+            reuse_rounds=bool(info.get("config", {}).get("reuse_rounds", False)),
             command=str(info.get("command", "")),
             git_commit=str(info.get("git_commit", "")),
             lightgbm_version=str(info.get("lightgbm_version", "")),
             fit_rows_by_source=dict(info.get("fit_rows_by_source", {})),
             cv={t: {k: v for k, v in info.get(t, {}).get("cv", {}).items() if k != "best_iterations"} for t in ("gender", "age")},
         )
+
+    def tuning(self) -> str:
+        """How the hyperparameters and round counts were chosen, in words."""
+        if not self.params_from:
+            return f"Optuna search + {self.folds}-fold CV"
+        if self.reuse_rounds:
+            return f"hyperparameters and round counts of {self.params_from} (no search, no CV)"
+        return f"hyperparameters of {self.params_from} (no search) + {self.folds}-fold CV"
 
 
 @dataclass
@@ -783,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--mode", choices=["auto", "residual", "direct"], default="auto")
     f.add_argument("--age-weight", type=parse_weights, default={}, help="per-source age sample weights, e.g. wiki=0.5")
     f.add_argument("--features-key", default="features", help="array of the npz to use (features or features_noflip)")
-    f.add_argument("--params-from", default="", help="reuse the hyperparameters of this heads folder (no search)")
+    f.add_argument("--params-from", default="", help="reuse the hyperparameters of this heads folder or heads.json file (no search)")
     f.add_argument("--reuse-rounds", action="store_true", help="with --params-from: also its round counts, no CV (the same heads refitted)")
     f.add_argument("--quiet", action="store_true")
     s = sub.add_parser("score", help="print JSON metrics of fitted heads")
@@ -797,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "score":
         problem = missing_fit(args.heads, args.features)
-    elif args.params_from:
+    elif args.params_from and not Path(args.params_from).is_file():
         problem = missing_fit(Path(args.params_from), args.features)
     else:
         problem = "" if args.features.is_file() else f"no such features file: {args.features}"
