@@ -342,3 +342,13 @@ def test_missing_heads_or_features_are_one_line_errors(command, data, tmp_path):
     done = run_module(*command, heads_option, str(fitted_heads("features")), "--features", str(tmp_path / "none.npz"), *out, timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == f"error: no such features file: {tmp_path / 'none.npz'}"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ["not json", '{"gender": {"params": {}}}', "[1, 2]"])
+def test_a_params_file_that_is_not_a_heads_record_is_a_one_line_error(text, data, tmp_path):
+    record = tmp_path / "heads.json"
+    record.write_text(text)
+    done = run_module("training.heads", "fit", "--features", str(data.features), "--labels", str(data.labels),
+                      "--out", str(tmp_path / "out"), "--params-from", str(record), timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {record} is not a heads record (")
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

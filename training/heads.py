@@ -356,10 +356,14 @@ def recorded_params(info: dict[str, Any], task: Task, cfg: FitConfig) -> dict[st
     return {**info["params"], **{k: v for k, v in task.base_params(cfg).items() if k in ("num_threads", "seed")}}
 
 
+def no_heads(path: Path) -> str:
+    return f"no fitted heads in {path} (no {HEADS_JSON}; write them with `python -m training.heads fit`)"
+
+
 def missing_fit(heads_dir: Path, features: Path) -> str:
     """Why heads_dir and features cannot be read as fitted heads and their features; "" when they can."""
     if not (heads_dir / HEADS_JSON).is_file():
-        return f"no fitted heads in {heads_dir} (no {HEADS_JSON}; write them with `python -m training.heads fit`)"
+        return no_heads(heads_dir)
     if not features.is_file():
         return f"no such features file: {features}"
     return ""
@@ -369,6 +373,22 @@ def heads_record(path: Path) -> Path:
     """The heads.json of a heads folder, or `path` itself when it names such a file: a fit
     kept in docs/ under another name can lend its hyperparameters."""
     return path if path.is_file() else path / HEADS_JSON
+
+
+def missing_params(path: Path) -> str:
+    """Why `path` (a heads folder or heads.json) cannot lend its hyperparameters; "" when it can."""
+    record = heads_record(path)
+    if not record.is_file():
+        return no_heads(path)
+    try:
+        info = json.loads(record.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{record} is not a heads record ({e})"
+    for task in ("gender", "age"):
+        entry = info.get(task) if isinstance(info, dict) else None
+        if not isinstance(entry, dict) or not all(k in entry for k in ("params", "search", "num_boost_round")):
+            return f"{record} is not a heads record (no {task} hyperparameters and rounds)"
+    return ""
 
 
 def reuse_params(heads_dir: Path, task: Task, cfg: FitConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -815,10 +835,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "score":
         problem = missing_fit(args.heads, args.features)
-    elif args.params_from and not Path(args.params_from).is_file():
-        problem = missing_fit(Path(args.params_from), args.features)
     else:
-        problem = "" if args.features.is_file() else f"no such features file: {args.features}"
+        problem = missing_params(Path(args.params_from)) if args.params_from else ""
+        if not problem and not args.features.is_file():
+            problem = f"no such features file: {args.features}"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
